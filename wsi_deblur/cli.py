@@ -1,0 +1,250 @@
+"""The ``wsi-deblur`` command: parse, call the library, report.
+
+Exit codes: 0 success, 1 failure (one line saying why), 2 usage error. Heavy imports (Dask, TensorFlow) happen
+inside the commands, after the arguments have been checked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from ._types import OutputError, SlideError, UsageError
+from ._version import __version__
+
+F = TypeVar("F", bound=Callable[..., Any])
+READERS = ("openslide", "tiffslide")
+IMAGE_ENDINGS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"wsi-deblur: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _errors(func: F) -> F:
+    """Turn the library's errors into one line on stderr and the documented exit code."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except UsageError as exc:
+            _fail(str(exc), 2)
+        except (SlideError, OutputError, ValueError) as exc:
+            _fail(str(exc))
+        except OSError as exc:
+            where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+            _fail(f"{where}{exc.strerror or exc}")
+        except KeyboardInterrupt:
+            _fail("interrupted; run the same command again to resume", 130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="wsi-deblur")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars; errors only.")
+@click.pass_context
+def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
+    """Find and remove defocus and motion blur in whole-slide pathology images."""
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = {"quiet": quiet}
+
+
+def _slide_argument() -> Callable[[F], F]:
+    return click.argument("slide", type=click.Path(path_type=Path))
+
+
+def _common_slide_options(func: F) -> F:
+    options = [
+        click.option("--reader", type=click.Choice(READERS), default="openslide", show_default=True,
+                     help="Slide reader (tiffslide reads OME-TIFF SubIFD pyramids and fsspec URLs)."),
+        click.option("--mpp", type=float, default=None,
+                     help="Pixel size at level 0 in um/px, for slides that do not record it (or to override)."),
+        click.option("--method", default="classical", show_default=True, help="Blur classifier and restorers."),
+        click.option("--scheduler", default=None, metavar="ADDRESS",
+                     help="Run on an existing Dask cluster (tcp://host:port or a scheduler file) "
+                          "instead of a local one."),
+        click.option("--workers", type=int, default=None, help="Worker processes of the local cluster [cores]."),
+        click.option("--tile-size", type=int, default=512, show_default=True,
+                     help="Classification tile (blur map cell) in level-0 pixels."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@main.command()
+@_slide_argument()
+@click.option("-o", "--output", "outputs", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="Output; the ending picks the format: .ome.zarr, .tif/.tiff (pyramidal TIFF), .ome.tif. "
+                   "Repeat for several.")
+@_common_slide_options
+@click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None,
+              help="Report folder [NAME.report beside the first output].")
+@click.option("--ngff", type=click.Choice(["0.4", "0.5"]), default="0.4", show_default=True,
+              help="OME-Zarr version: 0.4 (QuPath, OMERO) or 0.5 (sharded; napari, vizarr, Neuroglancer).")
+@click.option("--compression", type=click.Choice(["jpeg", "zstd", "deflate", "lzw", "none"]), default="jpeg",
+              show_default=True, help="TIFF tile compression (OME-Zarr is always lossless zstd).")
+@click.option("--quality", type=click.IntRange(1, 100), default=90, show_default=True, help="JPEG quality.")
+@click.option("--keep-associated", is_flag=True,
+              help="Copy label and macro images into the TIFF (labels can carry patient identifiers).")
+@click.option("--restart", is_flag=True, help="Throw away partial work of an earlier run and start again.")
+@click.option("--overwrite", is_flag=True, help="Replace outputs that already exist.")
+@click.pass_context
+@_errors
+def run(ctx: click.Context, slide: Path, outputs: tuple[Path, ...], reader: str, mpp: float | None, method: str,
+        scheduler: str | None, workers: int | None, tile_size: int, report_dir: Path | None, ngff: str,
+        compression: str, quality: int, keep_associated: bool, restart: bool, overwrite: bool) -> None:
+    """Restore the blurred regions of SLIDE and write each OUTPUT plus a QC report."""
+    from .pipeline import RunOptions, output_kind
+    from .pipeline import run as run_slide
+
+    for out in outputs:
+        output_kind(out)  # usage errors before any work
+    options = RunOptions(
+        method=method, reader=reader, mpp=mpp, tile_size=tile_size, ngff=ngff, compression=compression,
+        quality=quality, keep_associated=keep_associated, report_dir=report_dir, scheduler=scheduler,
+        workers=workers, restart=restart, overwrite=overwrite, progress=not ctx.obj["quiet"],
+    )
+    result = run_slide(slide, outputs, options)
+    s = result.summary
+    click.echo(
+        f"{slide.name}: {s.get('tiles', 0)} tissue tiles, {s.get('restored_tiles', 0)} restored "
+        f"in {s.get('seconds', 0):.1f} s"
+    )
+    for out in result.outputs:
+        click.echo(f"  output  {out}")
+    click.echo(f"  report  {result.report_dir}")
+
+
+@main.command()
+@_slide_argument()
+@_common_slide_options
+@click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None,
+              help="Report folder [./NAME.report].")
+@click.pass_context
+@_errors
+def qc(ctx: click.Context, slide: Path, reader: str, mpp: float | None, method: str, scheduler: str | None,
+       workers: int | None, tile_size: int, report_dir: Path | None) -> None:
+    """Classify SLIDE's tissue tiles and write the blur report only (no pixels rewritten)."""
+    from .pipeline import RunOptions
+    from .pipeline import qc as qc_slide
+
+    options = RunOptions(method=method, reader=reader, mpp=mpp, tile_size=tile_size, scheduler=scheduler,
+                         workers=workers, progress=not ctx.obj["quiet"])
+    result = qc_slide(slide, report_dir, options)
+    s = result.summary
+    fractions = s.get("class_fractions", {})
+    parts = ", ".join(f"{k} {100 * float(v):.1f}%" for k, v in dict(fractions).items()) if fractions else ""
+    click.echo(f"{slide.name}: {s.get('tiles', 0)} tissue tiles; {parts}")
+    click.echo(f"  report  {result.report_dir}")
+
+
+@main.command()
+@_slide_argument()
+@click.option("--reader", type=click.Choice(READERS), default="openslide", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_errors
+def info(slide: Path, reader: str, as_json: bool) -> None:
+    """Levels, pixel size, objective, vendor, associated images and brightfield/fluorescence of SLIDE."""
+    from .slide import describe, open_slide
+
+    with open_slide(slide, reader=reader) as source:
+        d = describe(source)
+    if as_json:
+        click.echo(json.dumps(d, indent=2, default=str))
+        return
+    for key, value in d.items():
+        if key == "levels" and isinstance(value, list):
+            click.echo("levels:")
+            for lv in value:
+                click.echo(f"  {lv['level']}: {lv['width']} x {lv['height']}  (downsample {lv['downsample']:g})")
+        else:
+            click.echo(f"{key}: {value}")
+
+
+def _read_image(path: Path) -> Any:
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.exists():
+        raise OSError(2, "no such file", str(path))
+    if path.is_dir():
+        raise OSError(21, "is a directory", str(path))
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("RGBA", "LA", "P"):
+                im = im.convert("RGBA")
+                white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(white, im)
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"{path}: not an image this tool can read ({exc.__class__.__name__})") from None
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--mpp", type=float, default=None, help="Pixel size in um/px [0.5].")
+@click.option("--method", default="classical", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per image.")
+@_errors
+def classify(images: tuple[Path, ...], mpp: float | None, method: str, as_json: bool) -> None:
+    """Blur class of single images (PNG, TIFF, JPEG): in_focus, defocus, motion or mixed."""
+    from .api import classify_image
+
+    for path in images:
+        prediction = classify_image(_read_image(path), mpp=mpp, method=method)
+        if as_json:
+            click.echo(json.dumps({"image": str(path), "label": prediction.label,
+                                   "probabilities": prediction.probabilities}))
+        else:
+            probs = " ".join(f"{k}={v:.3f}" for k, v in prediction.probabilities.items())
+            click.echo(f"{path}: {prediction.label}  ({probs})")
+
+
+@main.command()
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Restored image file.")
+@click.option("--mpp", type=float, default=None, help="Pixel size in um/px [0.5].")
+@click.option("--method", default="classical", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
+@_errors
+def restore(image: Path, output: Path, mpp: float | None, method: str, overwrite: bool) -> None:
+    """Classify one image and restore it as its blur class asks (an in-focus image is copied unchanged)."""
+    if output.suffix.lower() not in IMAGE_ENDINGS:
+        raise UsageError(f"{output}: unknown image format; end the name with one of {', '.join(IMAGE_ENDINGS)}")
+    if output.exists() and not overwrite:
+        raise OutputError(f"{output} already exists; pass --overwrite to replace it")
+    if output.resolve() == image.resolve():
+        raise OutputError(f"{output}: the output would overwrite the input")
+    from PIL import Image
+
+    from .api import restore_image
+
+    pixels = _read_image(image)
+    result = restore_image(pixels, mpp=mpp, method=method)
+    tmp = output.with_name(output.name + ".partial" + output.suffix)
+    try:
+        Image.fromarray(result).save(tmp, quality=95) if output.suffix.lower() in (".jpg", ".jpeg") \
+            else Image.fromarray(result).save(tmp)
+        tmp.replace(output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    changed = bool((result != pixels).any())
+    click.echo(f"{image}: {'restored' if changed else 'in focus, unchanged'} -> {output}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,57 @@
+"""Connecting to Dask: an embedded local cluster on loopback by default, or an existing scheduler."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psutil
+from distributed import Client, LocalCluster
+
+logger = logging.getLogger(__name__)
+
+#: Memory kept back for the client process and the operating system when sizing local workers (bytes).
+RESERVED_MEMORY = 2 * 2**30
+
+
+def local_worker_count() -> int:
+    """One single-threaded worker process per core this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@contextmanager
+def dask_client(scheduler: str | None = None, n_workers: int | None = None) -> Iterator[Client]:
+    """A client on ``scheduler`` (``tcp://host:port`` or a scheduler file), or on a fresh local cluster.
+
+    The local cluster binds its scheduler and dashboard to 127.0.0.1 only and runs one single-threaded worker
+    process per core (the numerical work releases the GIL poorly and models are not thread-safe), sharing the
+    machine's memory less a reserve.
+    """
+    if scheduler:
+        if scheduler.endswith(".json") and os.path.exists(scheduler):
+            client = Client(scheduler_file=scheduler, timeout="60s")
+        else:
+            client = Client(scheduler, timeout="60s")
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    workers = n_workers or local_worker_count()
+    memory = max(2**30, (psutil.virtual_memory().total - RESERVED_MEMORY) // workers)
+    with LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+        memory_limit=memory,
+        silence_logs=logging.ERROR,
+    ) as cluster, Client(cluster) as client:
+        logger.info("local Dask cluster: %d workers, dashboard %s", workers, client.dashboard_link)
+        yield client

@@ -1,0 +1,34 @@
+"""The one small interface between the slide pipeline and a deblurring method.
+
+A method classifies tiles and restores images; the pipeline only tiles, blends, distributes and writes.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class Method(Protocol):
+    """A blur classifier plus restorers, as the pipeline sees them."""
+
+    #: Short name used on the command line (``--method NAME``).
+    name: str
+    #: Version string recorded in outputs and reports.
+    version: str
+    #: Tile origins and sizes handed to :meth:`restore` are multiples of this (2**stride-2 steps).
+    align: int
+
+    def halo(self, mpp: float) -> int:
+        """Pixels of context needed on each side so that a restored pixel does not depend on the cut."""
+        ...
+
+    def classify(self, tiles: np.ndarray, mpp: float) -> np.ndarray:
+        """Class probabilities for a batch of RGB uint8 tiles (N, H, W, 3) -> float32 (N, 4) in LABELS order."""
+        ...
+
+    def restore(self, image: np.ndarray, steps: tuple[str, ...], mpp: float) -> np.ndarray:
+        """Apply restoration ``steps`` (e.g. ("motion", "defocus")) to an RGB uint8 image; same shape/dtype."""
+        ...

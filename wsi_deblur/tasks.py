@@ -1,0 +1,102 @@
+"""Functions that run inside Dask workers: each opens what it needs through per-process caches.
+
+Tasks receive small, picklable descriptions (paths, boxes, a window of the blur map) and return small results;
+pixels never travel through the scheduler. Every block of the output is written by exactly one task, which then
+leaves a marker file so that a resumed run knows the block is done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .methods import get_method
+from .restore import restore_box
+from .slide import cached_slide
+from .tiling import Box, cell_read_box
+from .writers import omezarr
+
+
+@dataclass(frozen=True)
+class SlideKey:
+    """How a worker opens the slide: path, reader and pixel-size override."""
+
+    path: str
+    reader: str
+    mpp: float | None
+
+
+@dataclass(frozen=True)
+class ClassifyJob:
+    slide: SlideKey
+    cells: tuple[tuple[int, int], ...]
+    tile_size: int
+    method: str
+    mpp: float
+
+
+@dataclass(frozen=True)
+class BlockJob:
+    """Restore (or copy) one level-0 block and write it into the working pyramid."""
+
+    slide: SlideKey
+    zarr_path: str
+    box: Box
+    actions: np.ndarray  # window of the blur map's action codes around the block
+    cell_origin: tuple[int, int]
+    tile_size: int
+    method: str
+    mpp: float
+    marker: str
+
+
+@dataclass(frozen=True)
+class DownsampleJob:
+    zarr_path: str
+    level: int
+    box: Box
+    marker: str
+
+
+def classify_cells(job: ClassifyJob) -> tuple[tuple[tuple[int, int], ...], np.ndarray]:
+    """Class probabilities (N, 4) for a group of cells."""
+    source = cached_slide(job.slide.path, job.slide.reader, job.slide.mpp)
+    width, height = source.dimensions
+    tiles = []
+    for row, col in job.cells:
+        b = cell_read_box(row, col, job.tile_size, width, height)
+        tiles.append(source.read(0, b.x, b.y, b.w, b.h))
+    probabilities = get_method(job.method).classify(np.stack(tiles), job.mpp)
+    return job.cells, np.asarray(probabilities, dtype=np.float32)
+
+
+def _mark_done(marker: str) -> None:
+    path = Path(marker)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+
+
+def restore_block(job: BlockJob) -> bool:
+    """Write one level-0 block (restored where its cells ask, copied through elsewhere); True if restored."""
+    source = cached_slide(job.slide.path, job.slide.reader, job.slide.mpp)
+    width, height = source.dimensions
+
+    def read(x: int, y: int, w: int, h: int) -> np.ndarray:
+        return source.read(0, x, y, w, h)
+
+    pixels, label, restored = restore_box(
+        read, width, height, job.box, job.actions, job.cell_origin, job.tile_size, get_method(job.method), job.mpp
+    )
+    omezarr.write_block(job.zarr_path, 0, job.box.y, job.box.x, pixels, label)
+    _mark_done(job.marker)
+    return restored
+
+
+def downsample_block(job: DownsampleJob) -> bool:
+    """Write one block of a reduced level from the level above."""
+    b = job.box
+    omezarr.downsample_block(job.zarr_path, job.level, b.y, b.x, b.h, b.w)
+    _mark_done(job.marker)
+    return True

@@ -1,0 +1,79 @@
+"""The work folder of a run (``OUT.partial/`` beside the first output) and its fingerprint.
+
+The folder holds the working OME-Zarr, the blur map, one marker file per finished block and ``fingerprint.json``
+(input path, size and mtime; the options that change pixels; method and software versions). A run started again
+with the same fingerprint picks up where the last one stopped; a different fingerprint is refused unless the
+caller asks to restart (``--restart``), which throws the partial work away.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ._types import UsageError
+
+SUFFIX = ".partial"
+FINGERPRINT = "fingerprint.json"
+
+
+def work_folder(first_output: Path) -> Path:
+    """``OUT.partial`` beside the first output."""
+    return first_output.with_name(first_output.name + SUFFIX)
+
+
+def input_identity(path: Path) -> dict[str, Any]:
+    st = path.stat()
+    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+class WorkFolder:
+    """A run's work folder: created fresh or resumed after a fingerprint check."""
+
+    def __init__(self, path: Path, fingerprint: dict[str, Any], restart: bool = False) -> None:
+        self.path = path
+        self.resumed = False
+        saved = path / FINGERPRINT
+        if path.exists() and restart:
+            shutil.rmtree(path)
+        if path.exists():
+            try:
+                previous = json.loads(saved.read_text())
+            except (OSError, ValueError):
+                previous = None
+            if previous != _jsonable(fingerprint):
+                raise UsageError(
+                    f"{path} holds partial work from a different run (other input or options); "
+                    "pass --restart to throw it away and start again"
+                )
+            self.resumed = True
+        else:
+            path.mkdir(parents=True)
+            tmp = path / (FINGERPRINT + ".tmp")
+            tmp.write_text(json.dumps(fingerprint, indent=2, sort_keys=True))
+            tmp.replace(saved)
+
+    @property
+    def zarr_path(self) -> Path:
+        return self.path / "image.ome.zarr"
+
+    @property
+    def blurmap_path(self) -> Path:
+        return self.path / "blurmap.npz"
+
+    def marker(self, level: int, y: int, x: int) -> Path:
+        return self.path / "done" / f"level{level}" / f"{y}_{x}"
+
+    def done_markers(self, level: int) -> set[str]:
+        folder = self.path / "done" / f"level{level}"
+        return set(os.listdir(folder)) if folder.is_dir() else set()
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _jsonable(value: dict[str, Any]) -> Any:
+    return json.loads(json.dumps(value, sort_keys=True))
