@@ -1,0 +1,580 @@
+"""Blur physics: defocus and motion point-spread functions, blurring in linear light, scanner degradation.
+
+Defocus follows the scalar pupil model of a dry objective of numerical aperture NA at wavelength lambda:
+
+    P_z(f) = circ(|f| <= NA / lambda) * exp(i 2 pi z (sqrt(1 / lambda**2 - |f|**2) - 1 / lambda)) * A(f)
+
+where ``A`` carries a few Zernike aberrations. The intensity point-spread function (PSF) is
+``|IFFT(P_z)|**2``, computed on a grid finer than the pixel (the intensity spectrum reaches 2 NA / lambda,
+beyond the Nyquist frequency of a 0.5 um pixel) and integrated over each pixel, one PSF per RGB wavelength.
+Three refinements make the family wide enough to contain real scanners' blur:
+
+* **Section thickness.** A section is a few micrometres thick, so every depth in it is seen at a different
+  defocus: the PSF is averaged over ``z +- thickness / 2`` (midpoint rule).
+* **Partial coherence.** Brightfield illumination comes from a condenser of numerical aperture
+  ``sigma * NA``. For a weakly absorbing specimen the image is linear in the specimen's transmission, with the
+  weak-object transfer function ``C(g) = integral S(s) P(s + g) conj(P(s)) ds`` (S: the condenser disc). Its
+  inverse transform is ``p(x) * conj(q(x))`` with ``p = IFFT(P)`` and ``q = IFFT(S P)``, and the absorbing
+  part of the image is blurred by its real part. For ``sigma >= 1`` the condenser fills the pupil, ``q = p``
+  and the PSF is exactly the incoherent ``|p|**2``; smaller ``sigma`` gives the sharper edges, negative side
+  lobes and longer depth of field of more coherent illumination.
+* **Aberrations.** ``Optics.zernike[i]`` is the coefficient of Zernike polynomial Noll ``j = 5 + i`` (RMS
+  normalised; 5, 6 astigmatism, 7, 8 coma, 9, 10 trefoil, 11 spherical, ...), in waves at 550 nm. Piston and
+  tilts (j = 1-3) only move the image and defocus (j = 4) is ``z`` itself, so the list starts at j = 5.
+
+``z`` is the focus offset of the objective in micrometres (in air, as the stage moves it). Motion blur is a
+line kernel. All blurring happens in linear light (sRGB decoded), then camera noise and JPEG are applied like
+a scanner's.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image
+from scipy import fft as sfft
+
+__all__ = [
+    "EVAL_ANGLES",
+    "EVAL_JPEG",
+    "EVAL_MOTION_PX",
+    "EVAL_Z_DOF",
+    "PAPER_10X",
+    "SCANNER_20X",
+    "SCANNER_40X",
+    "WAVELENGTHS_NM",
+    "BlurSpec",
+    "Optics",
+    "blur",
+    "class_label",
+    "defocus_psf",
+    "degrade",
+    "depth_of_field",
+    "linear_to_srgb",
+    "motion_psf",
+    "random_optics",
+    "sample_spec",
+    "srgb_to_linear",
+]
+
+#: Centre wavelengths of the red, green and blue channels of a scanner camera (white LED or halogen lamp).
+WAVELENGTHS_NM: tuple[float, float, float] = (610.0, 540.0, 465.0)
+#: Wavelength for depth-of-field figures (the middle of the visible band; DESIGN.md uses it).
+DOF_WAVELENGTH_NM = 550.0
+#: Zernike coefficients are given in waves at this wavelength (an optical path difference of c * 0.55 um).
+ZERNIKE_REFERENCE_NM = 550.0
+#: First Noll index held by ``Optics.zernike`` (defocus, j = 4, is ``z``).
+ZERNIKE_FIRST_NOLL = 5
+
+# Class definitions (DESIGN.md): defocus in DOF units at the slide's optics, motion in pixels.
+IN_FOCUS_MAX_Z_DOF = 0.5
+DEFOCUS_MIN_Z_DOF = 1.0
+STILL_MAX_MOTION_PX = 2.0
+MOTION_MIN_PX = 5.0
+
+#: Evaluation grid (DESIGN.md): z on both sides of focus, motion lengths and angles, JPEG qualities.
+EVAL_Z_DOF: tuple[float, ...] = (1.0, 1.5, 2.0, 3.0, 4.0)
+EVAL_MOTION_PX: tuple[float, ...] = (5.0, 10.0, 15.0, 20.0, 30.0, 40.0)
+EVAL_ANGLES: tuple[float, ...] = (0.0, 45.0, 90.0, 135.0)
+EVAL_JPEG: tuple[int, ...] = (80, 95)
+
+#: Fraction of the PSF's energy that an automatically sized kernel keeps.
+ENERGY_KEPT = 0.995
+#: Margin around the geometric defocus disc, in lambda / NA: the Airy pattern's encircled energy is about
+#: 1 - 2 / (pi v) far out (v = 2 pi NA r / lambda), which reaches 99.5% at v ~ 127, r ~ 20 lambda / NA; 24
+#: leaves room for the square crop and the wrap-around of the periodic FFT grid.
+TAIL_LAMBDA_OVER_NA = 24.0
+#: At most this many depths are summed over a section's thickness (bounds the cost at high NA).
+MAX_THICKNESS_SAMPLES = 48
+#: Samples per pixel along a motion path (its anti-aliasing).
+MOTION_SAMPLES_PER_PX = 16
+
+# Camera noise (Poisson-Gaussian). Scanner cameras (e.g. Sony IMX CMOS sensors, full well 10-30 ke-) are run
+# with the white background near full scale; the photo-electrons at white are drawn per image over this range
+# (exposure and gain differ between scanners), read noise is a few electrons.
+FULL_SCALE_ELECTRONS = (5000.0, 30000.0)
+READ_NOISE_ELECTRONS = 6.0
+
+
+@dataclass(frozen=True)
+class Optics:
+    """A brightfield microscope or scanner: objective, pixel size and the specimen's thickness.
+
+    ``na``: numerical aperture of the dry objective (0 < na < 1). ``mpp``: micrometres per pixel at the
+    specimen. ``wavelengths_nm``: one wavelength per RGB channel. ``thickness_um``: section thickness the PSF
+    is averaged over. ``sigma``: coherence parameter, condenser NA / objective NA (>= 1: incoherent, the plain
+    ``|IFFT|**2`` PSF). ``zernike``: aberration coefficients in waves at 550 nm, Noll order from j = 5.
+    """
+
+    na: float
+    mpp: float
+    wavelengths_nm: tuple[float, float, float] = WAVELENGTHS_NM
+    thickness_um: float = 0.0
+    sigma: float = 1.0
+    zernike: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.na < 1.0:
+            raise ValueError(f"Optics: na must be in (0, 1) for a dry objective, got {self.na}")
+        if not (math.isfinite(self.mpp) and self.mpp > 0.0):
+            raise ValueError(f"Optics: mpp must be positive (micrometres per pixel), got {self.mpp}")
+        if len(self.wavelengths_nm) != 3 or not all(200.0 < w < 2000.0 for w in self.wavelengths_nm):
+            raise ValueError(f"Optics: wavelengths_nm must be three values in nm, got {self.wavelengths_nm}")
+        if not (math.isfinite(self.thickness_um) and self.thickness_um >= 0.0):
+            raise ValueError(f"Optics: thickness_um must be >= 0, got {self.thickness_um}")
+        if not (math.isfinite(self.sigma) and self.sigma > 0.0):
+            raise ValueError(f"Optics: sigma (condenser NA / objective NA) must be > 0, got {self.sigma}")
+        if not all(math.isfinite(c) for c in self.zernike):
+            raise ValueError(f"Optics: zernike coefficients must be finite, got {self.zernike}")
+
+    @property
+    def dof_um(self) -> float:
+        """Depth of field in micrometres, ``lambda / NA**2 + mpp / NA`` at 550 nm."""
+        return depth_of_field(self.na, self.mpp)
+
+
+#: The paper's microscope: 10x / 0.3 objective, 0.55 um per camera pixel (DOF 7.9 um).
+PAPER_10X = Optics(na=0.3, mpp=0.55)
+#: A 20x slide scanner: 20x / 0.75 Plan Apochromat at 0.5 um/px (Aperio AT2, NanoZoomer, ...; DOF 1.6 um).
+SCANNER_20X = Optics(na=0.75, mpp=0.5)
+#: A 40x slide scanner. Most "40x" scan modes keep the 20x / 0.75 objective and add a 2x magnification changer
+#: (Aperio AT2 / GT 450 at 0.25-0.26 um/px, NanoZoomer at 0.23 um/px), so the NA stays 0.75 (DOF 1.3 um).
+SCANNER_40X = Optics(na=0.75, mpp=0.25)
+
+
+def depth_of_field(na: float, mpp: float, wavelength_nm: float = DOF_WAVELENGTH_NM) -> float:
+    """Depth of field in micrometres: ``lambda / NA**2 + mpp / NA`` (wave-optical plus detector term)."""
+    if not 0.0 < na < 1.0 or mpp <= 0.0 or wavelength_nm <= 0.0:
+        raise ValueError(
+            f"depth_of_field: need 0 < na < 1, mpp > 0, wavelength > 0; got {na}, {mpp}, {wavelength_nm}"
+        )
+    return wavelength_nm / 1000.0 / na**2 + mpp / na
+
+
+# ----------------------------------------------------------------------------------------------------
+# Defocus PSF
+
+
+def _noll_to_nm(j: int) -> tuple[int, int]:
+    """Radial order n and azimuthal frequency m of Noll index j (m < 0: sine term, m > 0: cosine term)."""
+    n = int((math.sqrt(8 * (j - 1) + 1) - 1) // 2)
+    p = j - n * (n + 1) // 2
+    k = n % 2
+    m = ((p + k) // 2) * 2 - k
+    if m != 0 and j % 2 == 1:
+        m = -m
+    return n, m
+
+
+def _zernike(j: int, rho: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """RMS-normalised Zernike polynomial of Noll index j on the unit disc."""
+    n, m = _noll_to_nm(j)
+    am = abs(m)
+    radial = np.zeros_like(rho)
+    for s in range((n - am) // 2 + 1):
+        coef = (
+            (-1) ** s
+            * math.factorial(n - s)
+            / (math.factorial(s) * math.factorial((n + am) // 2 - s) * math.factorial((n - am) // 2 - s))
+        )
+        radial += coef * rho ** (n - 2 * s)
+    if m == 0:
+        return math.sqrt(n + 1) * radial
+    angular = np.cos(am * theta) if m > 0 else np.sin(am * theta)
+    return math.sqrt(2 * (n + 1)) * radial * angular
+
+
+def _odd_fast_len(n: int) -> int:
+    """Smallest odd number >= n whose only prime factors are 3, 5 and 7 (fast for pocketfft)."""
+    m = max(1, n) | 1
+    while True:
+        r = m
+        for p in (3, 5, 7):
+            while r % p == 0:
+                r //= p
+        if r == 1:
+            return m
+        m += 2
+
+
+def _auto_oversample(optics: Optics) -> int:
+    """Sub-samples per pixel (odd, so the fine grid stays odd and symmetric) making the fine step at most
+    lambda / (4 NA): the intensity spectrum, which reaches 2 NA / lambda, is then sampled without aliasing."""
+    lam_min = min(optics.wavelengths_nm) / 1000.0
+    s = max(1, math.ceil(optics.mpp * 4.0 * optics.na / lam_min))
+    return s if s % 2 == 1 else s + 1
+
+
+def _depths(optics: Optics, z_um: float) -> np.ndarray:
+    """Depths (um) the PSF is averaged over: midpoints across ``z +- thickness / 2``. The step keeps the
+    geometric blur radius within one pixel per step and under a quarter of the wave-optical depth of field."""
+    t = optics.thickness_um
+    if t == 0.0:
+        return np.array([z_um])
+    tan_theta = optics.na / math.sqrt(1.0 - optics.na**2)
+    lam = DOF_WAVELENGTH_NM / 1000.0
+    step = min(optics.mpp / tan_theta, 0.25 * lam / optics.na**2)
+    n = int(min(MAX_THICKNESS_SAMPLES, max(1, math.ceil(t / step))))
+    return z_um - t / 2.0 + (np.arange(n) + 0.5) * (t / n)
+
+
+@lru_cache(maxsize=128)
+def _defocus_psf_cached(optics: Optics, z_um: float, size: int | None, oversample: int | None) -> np.ndarray:
+    s = _auto_oversample(optics) if oversample is None else oversample
+    dx = optics.mpp / s
+    depths = _depths(optics, z_um)
+    tan_theta = optics.na / math.sqrt(1.0 - optics.na**2)
+    lam_max = max(optics.wavelengths_nm) / 1000.0
+    reach_um = float(np.abs(depths).max()) * tan_theta + TAIL_LAMBDA_OVER_NA * lam_max / optics.na
+    half = math.ceil(reach_um / optics.mpp) + 1
+    if size is not None:
+        half = max(half, size // 2)
+    m_px = _odd_fast_len(2 * half + 1)
+    n = s * m_px
+
+    f = sfft.fftfreq(n, d=dx)  # cycles per um; symmetric for odd n, so the PSF is centred on a sample
+    fx, fy = np.meshgrid(f, f, indexing="xy")
+    f2 = fx**2 + fy**2
+    channels = []
+    for wl_nm in optics.wavelengths_nm:
+        lam = wl_nm / 1000.0
+        fc = optics.na / lam
+        inside = f2 <= fc**2
+        kz = np.sqrt(np.maximum(1.0 / lam**2 - f2, 0.0)) - 1.0 / lam
+        pupil = inside.astype(np.complex128)
+        if optics.zernike:
+            rho = np.sqrt(f2) / fc
+            theta = np.arctan2(fy, fx)
+            phase = np.zeros_like(rho)
+            for i, c in enumerate(optics.zernike):
+                if c != 0.0:
+                    phase += c * _zernike(ZERNIKE_FIRST_NOLL + i, rho, theta)
+            pupil *= np.exp(2j * np.pi * (ZERNIKE_REFERENCE_NM / wl_nm) * phase)
+        source = None if optics.sigma >= 1.0 else (f2 <= (optics.sigma * fc) ** 2)
+        acc = np.zeros((n, n), dtype=np.float64)
+        for z in depths:
+            pz = (pupil * np.exp(2j * np.pi * z * kz)).astype(np.complex64)
+            p = sfft.ifft2(pz)
+            if source is None:
+                acc += (p.real**2 + p.imag**2).astype(np.float64)
+            else:
+                q = sfft.ifft2(np.where(source, pz, 0))
+                acc += (p * np.conj(q)).real.astype(np.float64)
+        # Integrate over each pixel exactly: multiply the (band-limited, so exactly sampled) intensity
+        # spectrum by the pixel's transfer function sinc(f * mpp), then sample the pixel centres (every s-th).
+        spec = sfft.rfft2(acc)
+        fr = sfft.rfftfreq(n, d=dx)
+        spec *= np.sinc(f * optics.mpp)[:, None] * np.sinc(fr * optics.mpp)[None, :]
+        pixels = sfft.irfft2(spec, s=(n, n))[::s, ::s]
+        channels.append(sfft.fftshift(pixels))
+    psf = np.stack(channels, axis=-1)
+
+    c = m_px // 2
+    if size is None:
+        energy = np.abs(psf)
+        total = energy.sum(axis=(0, 1))
+        h = 0
+        kept = ENERGY_KEPT * total
+        while h < c and np.any(energy[c - h : c + h + 1, c - h : c + h + 1].sum(axis=(0, 1)) < kept):
+            h += 1
+    else:
+        h = size // 2
+    psf = psf[c - h : c + h + 1, c - h : c + h + 1]
+    psf = psf / psf.sum(axis=(0, 1), keepdims=True)
+    out = psf.astype(np.float32)
+    out.setflags(write=False)
+    return out
+
+
+def defocus_psf(
+    optics: Optics, z_um: float, size: int | None = None, oversample: int | None = None
+) -> np.ndarray:
+    """Defocus point-spread function at focus offset ``z_um``: (k, k, 3) float32, k odd, channels sum to 1.
+
+    One PSF per channel wavelength, from the pupil model in this module's docstring, averaged over the section
+    thickness and made partially coherent as ``optics`` says. ``size`` (odd) fixes k; None picks the smallest
+    k holding 99.5% of the energy. ``oversample`` is the number of sub-samples per pixel; None picks the
+    fewest that sample the intensity spectrum without aliasing (fewer alias it). Results are cached.
+    """
+    if not math.isfinite(z_um):
+        raise ValueError(f"defocus_psf: z_um must be finite, got {z_um}")
+    if size is not None and (size < 1 or size % 2 == 0):
+        raise ValueError(f"defocus_psf: size must be a positive odd number, got {size}")
+    if oversample is not None and oversample < 1:
+        raise ValueError(f"defocus_psf: oversample must be a positive number, got {oversample}")
+    return _defocus_psf_cached(optics, float(z_um), size, oversample).copy()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Motion PSF
+
+
+def motion_psf(length_px: float, angle_deg: float) -> np.ndarray:
+    """Motion-blur kernel: a line of ``length_px`` pixels at ``angle_deg`` (counter-clockwise from the x axis
+    as the image is displayed), (k, k) float32, k odd, sums to 1. The path is sampled 16 times per pixel and
+    each sample is shared bilinearly between its four neighbouring pixels, so sub-pixel lengths and any angle
+    are anti-aliased. Length 0 gives ``[[1]]``."""
+    if not (math.isfinite(length_px) and length_px >= 0.0):
+        raise ValueError(f"motion_psf: length_px must be >= 0, got {length_px}")
+    if not math.isfinite(angle_deg):
+        raise ValueError(f"motion_psf: angle_deg must be finite, got {angle_deg}")
+    if length_px == 0.0:
+        return np.ones((1, 1), dtype=np.float32)
+    half = math.ceil(length_px / 2.0) + 1
+    k = 2 * half + 1
+    n = max(2, math.ceil(length_px * MOTION_SAMPLES_PER_PX))
+    t = (np.arange(n) + 0.5) / n * length_px - length_px / 2.0
+    a = math.radians(angle_deg)
+    x = half + t * math.cos(a)
+    y = half - t * math.sin(a)  # rows grow downwards
+    x0 = np.floor(x).astype(np.intp)
+    y0 = np.floor(y).astype(np.intp)
+    wx = x - x0
+    wy = y - y0
+    kern = np.zeros((k, k), dtype=np.float64)
+    np.add.at(kern, (y0, x0), (1 - wx) * (1 - wy))
+    np.add.at(kern, (y0, x0 + 1), wx * (1 - wy))
+    np.add.at(kern, (y0 + 1, x0), (1 - wx) * wy)
+    np.add.at(kern, (y0 + 1, x0 + 1), wx * wy)
+    nz_r = np.nonzero(kern.any(axis=1))[0]
+    nz_c = np.nonzero(kern.any(axis=0))[0]
+    h = int(max(half - nz_r[0], nz_r[-1] - half, half - nz_c[0], nz_c[-1] - half))
+    kern = kern[half - h : half + h + 1, half - h : half + h + 1]
+    return (kern / kern.sum()).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Linear light and convolution
+
+
+@lru_cache(maxsize=1)
+def _decode_lut() -> np.ndarray:
+    v = np.arange(256, dtype=np.float64) / 255.0
+    lin = np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
+    return lin.astype(np.float32)
+
+
+#: Linear values are quantised to 16 bits before the sRGB encoding table (0.05 of an 8-bit step at worst).
+_ENCODE_STEPS = 65535
+
+
+@lru_cache(maxsize=1)
+def _encode_lut() -> np.ndarray:
+    lin = np.arange(_ENCODE_STEPS + 1, dtype=np.float64) / _ENCODE_STEPS
+    v = np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin ** (1 / 2.4) - 0.055)
+    return np.clip(np.rint(v * 255.0), 0, 255).astype(np.uint8)
+
+
+def srgb_to_linear(rgb: np.ndarray) -> np.ndarray:
+    """Decode sRGB uint8 to linear light, float32 in [0, 1] (IEC 61966-2-1)."""
+    if rgb.dtype != np.uint8:
+        raise ValueError(f"srgb_to_linear: expected uint8, got {rgb.dtype}")
+    return _decode_lut()[rgb]
+
+
+def linear_to_srgb(lin: np.ndarray) -> np.ndarray:
+    """Encode linear light (clipped to [0, 1]) to sRGB uint8."""
+    idx = np.rint(np.clip(lin, 0.0, 1.0) * _ENCODE_STEPS).astype(np.int32)
+    return _encode_lut()[idx]
+
+
+def _check_rgb(rgb: np.ndarray, who: str) -> None:
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"{who}: expected an RGB uint8 image (H, W, 3), got {rgb.dtype} {rgb.shape}")
+
+
+def _convolve_linear(lin: np.ndarray, psf: np.ndarray) -> np.ndarray:
+    """Convolve a linear (H, W, 3) float image with a (k, k) or (k, k, 3) kernel; FFT, reflected borders."""
+    if psf.ndim not in (2, 3) or psf.shape[0] != psf.shape[1] or psf.shape[0] % 2 == 0:
+        raise ValueError(f"blur: psf must be (k, k) or (k, k, 3) with k odd, got {psf.shape}")
+    if psf.ndim == 3 and psf.shape[2] != 3:
+        raise ValueError(f"blur: a per-channel psf must have 3 channels, got {psf.shape}")
+    k = psf.shape[0]
+    if k == 1:
+        return (lin * psf.reshape(1, 1, -1)).astype(np.float32)
+    r = k // 2
+    h, w = lin.shape[:2]
+    padded = np.pad(lin, ((r, r), (r, r), (0, 0)), mode="reflect")
+    fh = sfft.next_fast_len(h + 2 * r, real=True)
+    fw = sfft.next_fast_len(w + 2 * r, real=True)
+    kernels = psf[:, :, None] if psf.ndim == 2 else psf
+    out = np.empty((h, w, 3), dtype=np.float32)
+    kspec = None
+    for ch in range(3):
+        if kspec is None or kernels.shape[2] == 3:
+            kpad = np.zeros((fh, fw), dtype=np.float32)
+            kpad[:k, :k] = kernels[:, :, min(ch, kernels.shape[2] - 1)]
+            kpad = np.roll(kpad, (-r, -r), axis=(0, 1))  # kernel centre at the origin
+            kspec = sfft.rfft2(kpad)
+        spec = sfft.rfft2(padded[:, :, ch], s=(fh, fw))
+        res = sfft.irfft2(spec * kspec, s=(fh, fw))
+        out[:, :, ch] = res[r : r + h, r : r + w]
+    return out
+
+
+def blur(rgb: np.ndarray, psf: np.ndarray) -> np.ndarray:
+    """Blur an RGB uint8 image with ``psf`` ((k, k) for all channels or (k, k, 3) per channel) in linear
+    light: sRGB decode, FFT convolution with reflected borders, sRGB encode. Returns RGB uint8, same shape."""
+    _check_rgb(rgb, "blur")
+    return linear_to_srgb(_convolve_linear(srgb_to_linear(rgb), np.asarray(psf, dtype=np.float32)))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Scanner degradation
+
+
+def _combine(defocus: np.ndarray, motion: np.ndarray) -> np.ndarray:
+    """Full convolution of a (k, k, 3) defocus PSF with an (m, m) motion kernel (k + m - 1 wide)."""
+    k, m = defocus.shape[0], motion.shape[0]
+    n = k + m - 1
+    shape = (sfft.next_fast_len(n, real=True),) * 2
+    ms = sfft.rfft2(motion, s=shape)
+    out = np.empty((n, n, 3), dtype=np.float32)
+    for ch in range(3):
+        out[:, :, ch] = sfft.irfft2(sfft.rfft2(defocus[:, :, ch], s=shape) * ms, s=shape)[:n, :n]
+    return out / out.sum(axis=(0, 1), keepdims=True)
+
+
+def _camera_noise(lin: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    lo, hi = FULL_SCALE_ELECTRONS
+    full = float(np.exp(rng.uniform(math.log(lo), math.log(hi))))
+    electrons = rng.poisson(np.clip(lin, 0.0, 1.0).astype(np.float64) * full).astype(np.float32)
+    electrons += rng.normal(0.0, READ_NOISE_ELECTRONS, size=lin.shape).astype(np.float32)
+    return electrons / np.float32(full)
+
+
+def _jpeg_roundtrip(rgb: np.ndarray, quality: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)  # 4:2:0 chroma, like most scanners' tiles
+    buf.seek(0)
+    with Image.open(buf) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+
+
+def degrade(
+    rgb: np.ndarray,
+    optics: Optics,
+    z_um: float = 0.0,
+    motion_px: float = 0.0,
+    motion_angle: float = 0.0,
+    *,
+    noise: bool = True,
+    jpeg_quality: int | None = None,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """Image ``rgb`` (RGB uint8, taken to be sampled at ``optics.mpp``) as a scanner would record it at focus
+    offset ``z_um`` while moving ``motion_px`` pixels at ``motion_angle`` degrees.
+
+    The defocus PSF (including the in-focus PSF at z = 0: the optics' own resolution) and the motion line are
+    combined into one kernel and applied in linear light; then, with ``noise``, Poisson shot noise (5,000 to
+    30,000 photo-electrons at white, drawn per image) and Gaussian read noise (6 e-); then 8-bit sRGB
+    encoding and, with ``jpeg_quality``, a JPEG round trip. Deterministic for a given ``rng`` state.
+    """
+    _check_rgb(rgb, "degrade")
+    if jpeg_quality is not None and not 1 <= jpeg_quality <= 100:
+        raise ValueError(f"degrade: jpeg_quality must be 1-100 or None, got {jpeg_quality}")
+    if rng is None:
+        rng = np.random.default_rng()
+    kernel = defocus_psf(optics, z_um)
+    if motion_px > 0.0:
+        kernel = _combine(kernel, motion_psf(motion_px, motion_angle))
+    lin = _convolve_linear(srgb_to_linear(rgb), kernel)
+    if noise:
+        lin = _camera_noise(lin, rng)
+    out = linear_to_srgb(lin)
+    if jpeg_quality is not None:
+        out = _jpeg_roundtrip(out, jpeg_quality)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Classes and sampling
+
+
+def class_label(z_dof: float, motion_px: float) -> str | None:
+    """Blur class of a defocus of ``z_dof`` depths of field and a motion of ``motion_px`` pixels (DESIGN.md):
+    in_focus |z| <= 0.5 and motion <= 2; defocus |z| >= 1 and motion <= 2; motion |z| <= 0.5 and motion >= 5;
+    mixed |z| >= 1 and motion >= 5; None in the bands between (left out of training labels and accuracy)."""
+    z = abs(z_dof)
+    still = motion_px <= STILL_MAX_MOTION_PX
+    moving = motion_px >= MOTION_MIN_PX
+    if z <= IN_FOCUS_MAX_Z_DOF:
+        return "in_focus" if still else "motion" if moving else None
+    if z >= DEFOCUS_MIN_Z_DOF:
+        return "defocus" if still else "mixed" if moving else None
+    return None
+
+
+@dataclass(frozen=True)
+class BlurSpec:
+    """A blur to synthesise: defocus in DOF units (either sign), motion length in pixels and its angle."""
+
+    z_dof: float
+    motion_px: float
+    motion_angle: float = 0.0
+
+    @property
+    def label(self) -> str | None:
+        """The class this blur belongs to, or None in the bands between classes."""
+        return class_label(self.z_dof, self.motion_px)
+
+    def z_um(self, optics: Optics) -> float:
+        """The focus offset in micrometres at ``optics``."""
+        return self.z_dof * optics.dof_um
+
+
+def sample_spec(
+    label: str,
+    rng: np.random.Generator,
+    *,
+    max_z_dof: float = 4.0,
+    max_motion_px: float = 40.0,
+) -> BlurSpec:
+    """A random blur of class ``label`` for training data: defocus |z| uniform in [1, max_z_dof] DOF on either
+    side (in_focus and motion: |z| <= 0.5 DOF), motion uniform in [5, max_motion_px] px (in_focus and defocus:
+    0 to 2 px), angle uniform over [0, 180) degrees."""
+    if label not in ("in_focus", "defocus", "motion", "mixed"):
+        raise ValueError(f"sample_spec: unknown label {label!r}; expected in_focus, defocus, motion or mixed")
+    if max_z_dof < DEFOCUS_MIN_Z_DOF or max_motion_px < MOTION_MIN_PX:
+        raise ValueError(
+            f"sample_spec: max_z_dof must be >= 1 and max_motion_px >= 5, got {max_z_dof}, {max_motion_px}"
+        )
+    if label in ("defocus", "mixed"):
+        z = float(rng.uniform(DEFOCUS_MIN_Z_DOF, max_z_dof)) * (1.0 if rng.random() < 0.5 else -1.0)
+    else:
+        z = float(rng.uniform(-IN_FOCUS_MAX_Z_DOF, IN_FOCUS_MAX_Z_DOF))
+    if label in ("motion", "mixed"):
+        m = float(rng.uniform(MOTION_MIN_PX, max_motion_px))
+    else:
+        m = float(rng.uniform(0.0, STILL_MAX_MOTION_PX))
+    return BlurSpec(z_dof=z, motion_px=m, motion_angle=float(rng.uniform(0.0, 180.0)))
+
+
+# Ranges of random_optics. Pixel size times NA of real systems lies in about 0.15-0.4 um (10x/0.3 at 0.55
+# um/px: 0.17; 20x/0.75 at 0.5: 0.38; 40x/0.95 at 0.25: 0.24; 20x/0.75 with a 2x changer at 0.23: 0.17).
+RANDOM_NA = (0.25, 0.95)
+RANDOM_MPP = (0.22, 0.6)
+RANDOM_MPP_TIMES_NA = (0.13, 0.40)
+RANDOM_THICKNESS_UM = (0.0, 10.0)
+#: Condenser apertures are usually set to 0.5-1 of the objective's NA.
+RANDOM_SIGMA = (0.5, 1.0)
+#: Standard deviations (waves at 550 nm) of Z5-Z10 (astigmatism, coma, trefoil) and Z11 (spherical; larger
+#: because a dry objective sees spherical aberration from any cover-glass or mountant thickness mismatch).
+RANDOM_ZERNIKE_SD = (0.04, 0.04, 0.04, 0.04, 0.04, 0.04, 0.1)
+
+
+def random_optics(rng: np.random.Generator) -> Optics:
+    """Random optics over a family wide enough to contain real scanners' blur: NA uniform in 0.25-0.95, mpp in
+    0.22-0.6 with mpp * NA in 0.13-0.4, section thickness 0-10 um, sigma 0.5-1, small Zernike aberrations."""
+    na = float(rng.uniform(*RANDOM_NA))
+    lo = max(RANDOM_MPP[0], RANDOM_MPP_TIMES_NA[0] / na)
+    hi = min(RANDOM_MPP[1], RANDOM_MPP_TIMES_NA[1] / na)
+    mpp = float(rng.uniform(lo, hi)) if hi > lo else lo
+    thickness = float(rng.uniform(*RANDOM_THICKNESS_UM))
+    sigma = float(rng.uniform(*RANDOM_SIGMA))
+    zernike = tuple(float(rng.normal(0.0, sd)) for sd in RANDOM_ZERNIKE_SD)
+    return Optics(na=na, mpp=mpp, thickness_um=thickness, sigma=sigma, zernike=zernike)
