@@ -25,8 +25,9 @@ def decide(probabilities: np.ndarray, min_blur_probability: float = DEFAULT_MIN_
 ]:
     """Labels (index into LABELS) and action codes for probabilities of shape (..., 4).
 
-    The label is the most probable class. The action follows the label, except that a tile whose blurred
-    classes together fall short of ``min_blur_probability`` is left untouched.
+    The label is the most probable class. The action follows the label ("do no harm"): a tile labelled in
+    focus is left untouched, and so is a tile whose blurred classes together fall short of
+    ``min_blur_probability``; a blurred tile is restored as its most probable blurred class asks.
     """
     p = np.asarray(probabilities, dtype=np.float32)
     labels = np.argmax(p, axis=-1).astype(np.int8)
@@ -34,7 +35,8 @@ def decide(probabilities: np.ndarray, min_blur_probability: float = DEFAULT_MIN_
     # among the blurred classes, the most probable one decides the restoration
     blur_label = (np.argmax(p[..., 1:], axis=-1) + 1).astype(np.int8)
     action_of = np.array([_LABEL_ACTION[name] for name in LABELS], dtype=np.int8)
-    actions = np.where(blurred >= min_blur_probability, action_of[blur_label], 0).astype(np.int8)
+    restore = (labels != 0) & (blurred >= min_blur_probability)
+    actions = np.where(restore, action_of[blur_label], 0).astype(np.int8)
     return labels, actions
 
 

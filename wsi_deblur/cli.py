@@ -58,6 +58,9 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """Find and remove defocus and motion blur in whole-slide pathology images."""
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # the libraries underneath are chatty at INFO (Dask) or log decoder complaints before we raise a clear error
+    for name in ("distributed", "tifffile", "tiffslide", "numcodecs", "absl"):
+        logging.getLogger(name).setLevel(level if verbose >= 2 else max(level, logging.ERROR))
     ctx.obj = {"quiet": quiet}
 
 
@@ -145,7 +148,7 @@ def qc(ctx: click.Context, slide: Path, reader: str, mpp: float | None, method: 
                          workers=workers, progress=not ctx.obj["quiet"])
     result = qc_slide(slide, report_dir, options)
     s = result.summary
-    fractions = s.get("class_fractions", {})
+    fractions = s.get("class_fraction", {})
     parts = ", ".join(f"{k} {100 * float(v):.1f}%" for k, v in dict(fractions).items()) if fractions else ""
     click.echo(f"{slide.name}: {s.get('tiles', 0)} tissue tiles; {parts}")
     click.echo(f"  report  {result.report_dir}")
@@ -244,6 +247,52 @@ def restore(image: Path, output: Path, mpp: float | None, method: str, overwrite
         tmp.unlink(missing_ok=True)
     changed = bool((result != pixels).any())
     click.echo(f"{image}: {'restored' if changed else 'in focus, unchanged'} -> {output}")
+
+
+@main.command()
+@click.argument("target", type=click.Choice(["classifier", "defocus", "motion"]))
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
+              help="Model folder to write (config.json + weights); checkpoints go to OUT/checkpoint.")
+@click.option("--arch", type=click.Choice(["blurnet", "vgg16", "rednet"]), default=None,
+              help="Architecture [blurnet for the classifier, rednet for restorers]; vgg16 is the paper's "
+                   "classifier (138 M parameters: for GPUs).")
+@click.option("--steps", type=int, default=None, help="Optimizer steps.")
+@click.option("--batch", type=int, default=None, help="Batch size.")
+@click.option("--patch", type=int, default=None, help="Training patch side for restorers (pixels).")
+@click.option("--samples", type=int, default=None, help="Synthetic training samples to generate.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--learning-rate", type=float, default=None, help="Initial Adam learning rate (cosine decay).")
+@click.option("--bf16/--no-bf16", default=None, help="bfloat16 mixed precision [where the CPU has it].")
+@click.option("--threads", type=int, default=None, help="Compute threads [all].")
+@click.option("--restart", is_flag=True, help="Discard checkpoints instead of resuming from them.")
+@click.option("--register", is_flag=True, help="Record the folder and its sha256 in the shipped registry.")
+@_errors
+def train(target: str, out_dir: Path, arch: str | None, steps: int | None, batch: int | None, patch: int | None,
+          samples: int | None, seed: int, learning_rate: float | None, bf16: bool | None, threads: int | None,
+          restart: bool, register: bool) -> None:
+    """Train a DBMID network (TARGET: classifier, defocus or motion) on synthetic blur of real tissue."""
+    from dataclasses import replace
+
+    from .training.train import MODEL_NAMES, TrainSettings
+    from .training.train import train as train_model
+
+    given = {"steps": steps, "batch": batch, "patch": patch, "samples": samples, "learning_rate": learning_rate,
+             "bfloat16": bf16, "threads": threads}
+    settings = replace(TrainSettings(seed=seed), **{k: v for k, v in given.items() if v is not None})
+
+    def show(epoch: int, epochs: int, logs: dict[str, float]) -> None:
+        metrics = " ".join(f"{k} {v:.5f}" for k, v in logs.items())
+        click.echo(f"epoch {epoch}/{epochs}  {metrics}")
+
+    folder = train_model(target, out_dir, settings, arch=arch, restart=restart, on_epoch=show)
+    click.echo(f"model written to {folder}")
+    if register:
+        from .models.registry import PRETRAINED, register as register_model
+
+        if folder.resolve().parent != PRETRAINED:
+            raise UsageError(f"--register needs --out inside {PRETRAINED}")
+        entry = register_model(MODEL_NAMES[target], folder)
+        click.echo(f"registered {MODEL_NAMES[target]}: sha256 {entry['sha256']}")
 
 
 if __name__ == "__main__":  # pragma: no cover

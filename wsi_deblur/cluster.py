@@ -32,6 +32,9 @@ def dask_client(scheduler: str | None = None, n_workers: int | None = None) -> I
     process per core (the numerical work releases the GIL poorly and models are not thread-safe), sharing the
     machine's memory less a reserve.
     """
+    if not logger.isEnabledFor(logging.DEBUG):
+        # Dask logs every worker start and stop at INFO; keep the terminal for progress and real problems
+        logging.getLogger("distributed").setLevel(logging.ERROR)
     if scheduler:
         if scheduler.endswith(".json") and os.path.exists(scheduler):
             client = Client(scheduler_file=scheduler, timeout="60s")

@@ -45,6 +45,8 @@ OUTPUT_ENDINGS: tuple[tuple[str, str], ...] = (
     (".tiff", "tiff"),
     (".tif", "tiff"),
 )
+#: Plausible pixel sizes (um/px) for a slide at level 0: from 100x oil (~0.05) to a 1x overview (~20).
+MPP_RANGE = (0.05, 20.0)
 #: Tissue tiles classified per task: enough work to amortise scheduling, small enough to balance load.
 CELLS_PER_TASK = 8
 
@@ -88,7 +90,7 @@ class RunOptions:
             raise UsageError(f"--compression must be one of {', '.join(TIFF_COMPRESSIONS)}, not {self.compression!r}")
         if not 1 <= self.quality <= 100:
             raise UsageError(f"--quality must be within 1..100, not {self.quality}")
-        if self.mpp is not None and not 0.05 <= self.mpp <= 20:
+        if self.mpp is not None and not MPP_RANGE[0] <= self.mpp <= MPP_RANGE[1]:
             raise UsageError(f"--mpp {self.mpp} is not a plausible pixel size (0.05 to 20 um/px)")
         if self.tile_size % 16 or self.block % self.chunk or self.chunk % 16:
             raise UsageError("tile and chunk sizes must be multiples of 16 and the block a multiple of the chunk")
@@ -141,6 +143,13 @@ def open_checked(path: Path, reader: str, mpp: float | None) -> SlideSource:
     if source.mpp is None:
         source.close()
         raise SlideError(f"{path}: the slide records no pixel size; pass --mpp (um per pixel at level 0)")
+    if not MPP_RANGE[0] <= source.mpp <= MPP_RANGE[1]:
+        mpp = source.mpp
+        source.close()
+        raise SlideError(
+            f"{path}: the recorded pixel size {mpp:g} um/px is not a microscope's (a default of image software?); "
+            "pass --mpp (um per pixel at level 0)"
+        )
     return source
 
 

@@ -14,6 +14,7 @@ DEFAULT_METHOD = "classical"
 #: Known method names -> "module:Class" (imported lazily: the networks pull in Keras).
 METHODS: dict[str, str] = {
     "classical": "wsi_deblur.methods.classical:ClassicalMethod",
+    "dbmid": "wsi_deblur.methods.dbmid:DBMIDMethod",
 }
 
 

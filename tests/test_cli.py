@@ -1,0 +1,146 @@
+"""The command line: bad input gives one line, exit 1 (2 for usage), and leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from wsi_deblur.cli import main
+
+
+def _invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _one_line_error(stderr: str, name: str) -> None:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert name in lines[0], lines[0]
+
+
+@pytest.fixture()
+def out_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "out"
+    d.mkdir()
+    return d
+
+
+def _bad_inputs(tmp_path: Path, slides_dir: Path) -> dict[str, Path]:
+    text = tmp_path / "notes.svs"
+    text.write_text("this is not a slide\n")
+    truncated = tmp_path / "truncated.svs"
+    data = (slides_dir / "CMU-1-Small-Region.svs").read_bytes()
+    truncated.write_bytes(data[: len(data) // 3])
+    folder = tmp_path / "folder.svs"
+    folder.mkdir()
+    return {"missing": tmp_path / "missing.svs", "directory": folder, "text": text, "truncated": truncated}
+
+
+@pytest.mark.parametrize("case", ["missing", "directory", "text", "truncated"])
+def test_bad_slide_one_line_exit_1_nothing_written(case: str, tmp_path: Path, slides_dir: Path,
+                                                   out_dir: Path) -> None:
+    slide = _bad_inputs(tmp_path, slides_dir)[case]
+    before = slide.read_bytes() if slide.is_file() else None
+    code, _, stderr = _invoke("-q", "run", str(slide), "-o", str(out_dir / "x.ome.zarr"), "-o", str(out_dir / "x.tif"))
+    assert code == 1
+    _one_line_error(stderr, slide.name)
+    assert list(out_dir.iterdir()) == []
+    if before is not None:
+        assert slide.read_bytes() == before
+
+
+def test_unwritable_output(tmp_path: Path, slides_dir: Path) -> None:
+    target = tmp_path / "no-such-folder" / "x.ome.zarr"
+    code, _, stderr = _invoke("-q", "run", str(slides_dir / "CMU-1-Small-Region.svs"), "-o", str(target))
+    assert code == 1
+    _one_line_error(stderr, "x.ome.zarr")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("permissions are not enforced for this user (root)")
+        code, _, stderr = _invoke("-q", "run", str(slides_dir / "CMU-1-Small-Region.svs"), "-o",
+                                  str(locked / "x.tif"))
+        assert code == 1
+        _one_line_error(stderr, "x.tif")
+    finally:
+        locked.chmod(0o700)
+
+
+def test_usage_errors_exit_2(tmp_path: Path, slides_dir: Path) -> None:
+    code, _, stderr = _invoke("run", str(slides_dir / "CMU-1-Small-Region.svs"), "-o", str(tmp_path / "x.png"))
+    assert code == 2 and "x.png" in stderr
+    code, _, _ = _invoke("run", str(slides_dir / "CMU-1-Small-Region.svs"))  # no -o
+    assert code == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_needs_overwrite(tmp_path: Path, slides_dir: Path) -> None:
+    existing = tmp_path / "x.tif"
+    existing.write_bytes(b"keep me")
+    code, _, stderr = _invoke("-q", "run", str(slides_dir / "CMU-1-Small-Region.svs"), "-o", str(existing))
+    assert code == 1 and "--overwrite" in stderr
+    assert existing.read_bytes() == b"keep me"
+
+
+def test_missing_mpp_names_the_option(tmp_path: Path, slides_dir: Path) -> None:
+    code, _, stderr = _invoke("-q", "qc", str(slides_dir / "TCGA-CR-7395-01A-01-TS1.svs"),
+                              "--report", str(tmp_path / "r"))
+    assert code == 1
+    _one_line_error(stderr, "--mpp")
+    assert not (tmp_path / "r").exists()
+
+
+def test_fluorescence_refused(tmp_path: Path, slides_dir: Path) -> None:
+    code, _, stderr = _invoke("-q", "qc", str(slides_dir / "test3-DAPI-2-387.ndpi"), "--report", str(tmp_path / "r"))
+    assert code == 1
+    _one_line_error(stderr, "fluorescence")
+
+
+def test_info_json(slides_dir: Path) -> None:
+    code, stdout, _ = _invoke("info", "--json", str(slides_dir / "CMU-1-Small-Region.svs"))
+    assert code == 0
+    d = json.loads(stdout)
+    assert d["mpp"] == pytest.approx(0.499) and d["brightfield"] is True
+    assert d["levels"][0]["width"] == 2220
+
+
+def test_qc_writes_report_only(tmp_path: Path, slides_dir: Path) -> None:
+    slide = tmp_path / "slide.svs"
+    shutil.copy(slides_dir / "CMU-1-Small-Region.svs", slide)
+    code, stdout, stderr = _invoke("-q", "qc", str(slide), "--report", str(tmp_path / "report"), "--workers", "1")
+    assert code == 0, stderr
+    assert {p.name for p in (tmp_path / "report").iterdir()} == {"blurmap.png", "summary.json", "tiles.csv"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report", "slide.svs"]
+
+
+def test_classify_and_restore_single_images(tmp_path: Path, tiles_dir: Path) -> None:
+    src = tiles_dir / "stardist-histo.jpg"
+    code, stdout, _ = _invoke("classify", "--json", str(src))
+    assert code == 0
+    assert json.loads(stdout)["label"] in {"in_focus", "defocus", "motion", "mixed"}
+    out = tmp_path / "restored.png"
+    code, stdout, stderr = _invoke("restore", str(src), "-o", str(out))
+    assert code == 0, stderr
+    with Image.open(src) as a, Image.open(out) as b:
+        assert a.size == b.size
+        if "unchanged" in stdout:
+            np.testing.assert_array_equal(np.asarray(a.convert("RGB")), np.asarray(b))
+
+
+def test_module_entry_point_exit_code(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "wsi_deblur", "info", str(tmp_path / "nope.svs")],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 1
+    _one_line_error(proc.stderr, "nope.svs")

@@ -1,0 +1,150 @@
+"""The whole slide workflow on the blurred sample slide, on a local cluster and on a real scheduler + worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import openslide
+import pytest
+import tiffslide
+import zarr
+from skimage.metrics import structural_similarity
+
+from wsi_deblur.blend import ramp_width
+from wsi_deblur.pipeline import RunOptions, run
+
+SAMPLE = "CMU-1-blurred.svs"
+GROUND_TRUTH = "CMU-1-Small-Region.svs"
+
+
+@pytest.fixture(scope="module")
+def sample(sample_slides: Path) -> Path:
+    path = sample_slides / SAMPLE
+    assert path.exists(), "run sample_slides/make_blurred_sample.py"
+    return path
+
+
+@pytest.fixture(scope="module")
+def regions(sample_slides: Path) -> list[dict]:
+    return json.loads((sample_slides / "CMU-1-blurred.regions.json").read_text())["regions"]
+
+
+@pytest.fixture(scope="module")
+def local_run(sample: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("run")
+    outputs = [out / "sample.ome.zarr", out / "sample.tif"]
+    result = run(sample, outputs, RunOptions(progress=False, workers=2))
+    return {"dir": out, "result": result, "zarr": outputs[0], "tif": outputs[1]}
+
+
+def _level0(path: Path) -> np.ndarray:
+    group = zarr.open_group(str(path), mode="r")
+    return np.moveaxis(np.asarray(group["0"][:]), 0, -1)
+
+
+def _decoded(path: Path) -> np.ndarray:
+    with openslide.OpenSlide(str(path)) as s:
+        return np.asarray(s.read_region((0, 0), 0, s.dimensions).convert("RGB"))
+
+
+def test_outputs_complete_and_work_folder_gone(local_run: dict) -> None:
+    out: Path = local_run["dir"]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["sample.ome.zarr", "sample.report", "sample.tif"], names
+    report = local_run["result"].report_dir
+    assert {p.name for p in report.iterdir()} >= {"blurmap.png", "summary.json", "tiles.csv"}
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["restored_tiles"] > 0 and summary["method"] == "classical"
+
+
+def test_ome_zarr_valid_with_rendering_metadata_and_labels(local_run: dict, sample: Path) -> None:
+    from ome_zarr_models import open_ome_zarr
+
+    path = local_run["zarr"]
+    open_ome_zarr(zarr.open_group(str(path), mode="r"))  # raises if invalid
+    attrs = zarr.open_group(str(path), mode="r").attrs.asdict()
+    ome = attrs.get("ome", attrs)
+    assert "omero" in ome
+    scale = ome["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"]
+    with openslide.OpenSlide(str(sample)) as s:
+        mpp = float(s.properties["openslide.mpp-x"])
+        width, height = s.dimensions
+    assert scale[-1] == pytest.approx(mpp)
+    assert _level0(path).shape == (height, width, 3)
+    assert (path / "labels").is_dir()
+
+
+def test_tiff_opens_with_all_levels_and_mpp(local_run: dict, sample: Path) -> None:
+    tif = str(local_run["tif"])
+    levels = len(zarr.open_group(str(local_run["zarr"]), mode="r").attrs.asdict().get("ome", {}).get(
+        "multiscales", [{"datasets": []}])[0]["datasets"]) or None
+    with openslide.OpenSlide(str(sample)) as s:
+        mpp, dims = float(s.properties["openslide.mpp-x"]), s.dimensions
+    with openslide.OpenSlide(tif) as s:
+        assert s.dimensions == dims
+        assert float(s.properties["openslide.mpp-x"]) == pytest.approx(mpp, rel=1e-3)
+        assert s.level_count > 1
+        if levels:
+            assert s.level_count == levels
+    with tiffslide.TiffSlide(tif) as t:
+        assert t.dimensions == dims
+        assert float(t.properties["tiffslide.mpp-x"]) == pytest.approx(mpp, rel=1e-3)
+
+
+def test_restoration_raises_ssim_and_leaves_in_focus_untouched(
+    local_run: dict, sample: Path, sample_slides: Path, regions: list[dict]
+) -> None:
+    restored = _level0(local_run["zarr"])
+    blurred = _decoded(sample)
+    truth = _decoded(sample_slides / GROUND_TRUTH)
+    for region in regions:
+        x, y, w, h = region["box"]
+        sl = (slice(y, y + h), slice(x, x + w))
+        before = structural_similarity(truth[sl], blurred[sl], channel_axis=2)
+        after = structural_similarity(truth[sl], restored[sl], channel_axis=2)
+        assert after > before + 0.01, (region["label"], before, after)
+    # away from every blurred region (beyond one tile and the ramp) the output is the input, bit for bit
+    blurmap = local_run["result"].blurmap
+    margin = blurmap.tile_size + ramp_width(blurmap.tile_size)
+    far = np.ones(blurred.shape[:2], dtype=bool)
+    for region in regions:
+        x, y, w, h = region["box"]
+        far[max(0, y - margin) : y + h + margin, max(0, x - margin) : x + w + margin] = False
+    changed = np.any(restored != blurred, axis=2) & far
+    assert changed.mean() < 0.02, f"{changed.mean():.3%} of the in-focus area changed"
+
+
+def test_same_pixels_on_an_external_scheduler_and_worker(local_run: dict, sample: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    bindir = Path(sys.executable).parent
+    scheduler_file = tmp_path / "scheduler.json"
+    procs = [subprocess.Popen(
+        [str(bindir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+         "--scheduler-file", str(scheduler_file)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert scheduler_file.exists(), "dask scheduler did not start"
+        procs.append(subprocess.Popen(
+            [str(bindir / "dask"), "worker", "--scheduler-file", str(scheduler_file), "--nthreads", "1",
+             "--nworkers", "1", "--host", "127.0.0.1", "--no-dashboard"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        from distributed import Client
+
+        with Client(scheduler_file=str(scheduler_file), timeout="60s") as client:
+            client.wait_for_workers(1, timeout=90)
+        out = tmp_path / "remote.ome.zarr"
+        run(sample, [out], RunOptions(progress=False, scheduler=str(scheduler_file)))
+        np.testing.assert_array_equal(_level0(out), _level0(local_run["zarr"]))
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)

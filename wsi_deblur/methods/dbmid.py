@@ -1,0 +1,110 @@
+"""DBMID: the blur classifier and the restoration networks DL_defocus and DL_motion (Jiang, Liao et al.).
+
+The classifier looks at up to four crops of each tile at the slide's native resolution (with the pixel size as
+an input) and averages their log-probabilities. Each restoration step runs its network over the whole region
+handed in (already aligned and padded by the pipeline); mixed blur gets DL_motion, then DL_defocus.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import numpy as np
+
+from ..models.networks import REFERENCE_MPP, receptive_radius
+from ..models.registry import LoadedModel, load_model
+
+CLASSIFIER = "blur_classifier"
+RESTORERS = {"defocus": "dl_defocus", "motion": "dl_motion"}
+#: Crops per tile the classifier averages over (quadrants of a 512 px tile at 256 px input).
+MAX_CROPS = 4
+
+
+class DBMIDMethod:
+    """The deep-learning method (default once the trained models ship)."""
+
+    name = "dbmid"
+
+    def __init__(self, classifier: str = CLASSIFIER, restorers: dict[str, str] | None = None) -> None:
+        self.classifier: LoadedModel = load_model(classifier)
+        self.restorers: dict[str, LoadedModel] = {
+            step: load_model(model) for step, model in (restorers or RESTORERS).items()
+        }
+        self.models = {m.config.name: m.config.version for m in (self.classifier, *self.restorers.values())}
+        self.version = "+".join(f"{k}-{v}" for k, v in sorted(self.models.items()))
+        self.align = max(m.config.architecture.align for m in self.restorers.values())
+        self._radius = max(receptive_radius(m.config.architecture) for m in self.restorers.values())
+
+    @staticmethod
+    def _working_mpp(mpp: float, model: LoadedModel) -> float:
+        """The pixel size a model runs at: ``mpp`` clipped to the range it was trained on."""
+        lo, hi = model.config.mpp_range
+        return float(np.clip(mpp, lo, hi))
+
+    def halo(self, mpp: float) -> int:
+        """The networks' receptive field in the slide's pixels (larger when tiles are shrunk to run)."""
+        scale = max(self._working_mpp(mpp, m) / mpp for m in self.restorers.values())
+        return int(np.ceil(self._radius * scale))
+
+    def classify(self, tiles: np.ndarray, mpp: float) -> np.ndarray:
+        tiles = np.asarray(tiles)
+        size = self.classifier.config.input_size
+        crops, owners = [], []
+        for i, tile in enumerate(tiles):
+            for crop in _crops(tile, size):
+                crops.append(crop)
+                owners.append(i)
+        x = np.stack(crops).astype(np.float32) / 255.0
+        log_mpp = np.full((len(x), 1), np.log2(mpp / REFERENCE_MPP), dtype=np.float32)
+        probs = np.asarray(self.classifier.network.predict_on_batch([x, log_mpp]), dtype=np.float64)
+        logp = np.log(np.clip(probs, 1e-7, 1.0))
+        out = np.zeros((len(tiles), probs.shape[1]))
+        counts = np.bincount(owners, minlength=len(tiles))[:, None]
+        np.add.at(out, owners, logp)
+        out = np.exp(out / counts)
+        return (out / out.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    def restore(self, image: np.ndarray, steps: tuple[str, ...], mpp: float) -> np.ndarray:
+        out = np.asarray(image)
+        for step in steps:
+            out = self._run(self.restorers[step], out, mpp)
+        return out
+
+    def _run(self, model: LoadedModel, image: np.ndarray, mpp: float) -> np.ndarray:
+        working = self._working_mpp(mpp, model)
+        if working != mpp:
+            return _restore_resampled(functools.partial(self._run, model, mpp=working), image, mpp / working)
+        align = model.config.architecture.align
+        h, w = image.shape[:2]
+        ph, pw = -h % align, -w % align
+        x = image.astype(np.float32) / 255.0
+        if ph or pw:
+            x = np.pad(x, ((0, ph), (0, pw), (0, 0)), mode="symmetric")
+        y = np.asarray(model.network.predict_on_batch(x[None]))[0, :h, :w]
+        return np.clip(np.rint(y * 255.0), 0, 255).astype(np.uint8)
+
+
+def _crops(tile: np.ndarray, size: int) -> list[np.ndarray]:
+    """Up to MAX_CROPS size x size crops centred in the quadrants of the tile (one centred crop if it is small)."""
+    h, w = tile.shape[:2]
+    if h < size or w < size:
+        pad = ((0, max(0, size - h)), (0, max(0, size - w)), (0, 0))
+        return [np.pad(tile, pad, mode="symmetric")[:size, :size]]
+    ys = [h // 4 - size // 2, 3 * h // 4 - size // 2] if h >= 2 * size else [(h - size) // 2]
+    xs = [w // 4 - size // 2, 3 * w // 4 - size // 2] if w >= 2 * size else [(w - size) // 2]
+    crops = [tile[y : y + size, x : x + size] for y in ys for x in xs]
+    return crops[:MAX_CROPS]
+
+
+def _restore_resampled(run: Callable[[np.ndarray], np.ndarray], image: np.ndarray, scale: float) -> np.ndarray:
+    """Restore at ``scale`` times the size and carry the correction (not the resampled image) back."""
+    from skimage.transform import resize
+
+    h, w = image.shape[:2]
+    small_shape = (max(8, int(round(h * scale))), max(8, int(round(w * scale))), 3)
+    small = np.clip(np.rint(resize(image, small_shape, anti_aliasing=scale < 1, preserve_range=True)), 0, 255)
+    small = small.astype(np.uint8)
+    restored = run(small)
+    correction = resize(restored.astype(np.float32) - small.astype(np.float32), (h, w, 3), preserve_range=True)
+    return np.clip(np.rint(image.astype(np.float32) + correction), 0, 255).astype(np.uint8)

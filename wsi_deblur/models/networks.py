@@ -1,0 +1,121 @@
+"""The DBMID networks, written with backend-neutral Keras 3 layers only.
+
+* ``rednet``: the restorers DL_defocus and DL_motion (RED-Net style encoder-decoder): convolutions going down
+  with stride-2 steps, transposed convolutions coming up, symmetric skip connections added by sum, and a global
+  residual (the network predicts the correction to its input).
+* ``blurnet``: the shipped blur classifier: a small strided CNN on a fixed-size crop at the slide's native
+  resolution, pooled globally, with the pixel size as a second input (blur extent in pixels depends on it).
+* ``vgg16``: the paper's classifier topology, from scratch (no pretrained weights can be fetched), for users with
+  GPUs (``train --arch vgg16``); 138 M parameters at 224 px, not shipped.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import layers
+
+from .config import Architecture, ModelConfig
+
+#: Pixel size the classifier's mpp input is expressed against (log2(mpp / REFERENCE_MPP)).
+REFERENCE_MPP = 0.5
+
+
+def receptive_radius(arch: Architecture) -> int:
+    """Pixels on each side that influence one output pixel of a ``rednet`` (the deepest path bounds it).
+
+    A k x k convolution at a level whose pixels are ``jump`` input pixels apart adds (k-1)/2 * jump; a stride-2
+    step doubles the jump going down and halves it coming up (a transposed convolution is counted at the coarser
+    level's jump, an upper bound).
+    """
+    if arch.type != "rednet":
+        raise ValueError("receptive_radius is defined for restorers")
+    half = (arch.kernel - 1) / 2
+    radius = (arch.first_kernel - 1) / 2 + (arch.convs - 1) * half
+    jump = 1
+    for _ in range(arch.downsamplings):  # going down
+        radius += half * jump
+        jump *= 2
+        radius += (arch.convs - 1) * half * jump
+    for _ in range(arch.downsamplings):  # coming up
+        radius += half * jump
+        jump //= 2
+        radius += (arch.convs - 1) * half * jump
+    radius += half  # output convolution
+    return int(math.ceil(radius))
+
+
+def _conv(filters: int, kernel: int, strides: int = 1, name: str | None = None) -> layers.Conv2D:
+    return layers.Conv2D(filters, kernel, strides=strides, padding="same", activation="relu", name=name)
+
+
+def build_rednet(arch: Architecture, name: str = "rednet") -> keras.Model:
+    """Restorer: RGB in [0, 1] of any size that is a multiple of ``arch.align`` -> restored RGB in [0, 1]."""
+    inputs = keras.Input((None, None, 3), name="image")
+    x = _conv(arch.features[0], arch.first_kernel, name="enc0_0")(inputs)
+    for i in range(1, arch.convs):
+        x = _conv(arch.features[0], arch.kernel, name=f"enc0_{i}")(x)
+    skips = [x]
+    for level, filters in enumerate(arch.features[1:], start=1):
+        x = _conv(filters, arch.kernel, strides=2, name=f"down{level}")(x)
+        for i in range(1, arch.convs):
+            x = _conv(filters, arch.kernel, name=f"enc{level}_{i}")(x)
+        skips.append(x)
+    skips.pop()
+    for level in range(arch.downsamplings - 1, -1, -1):
+        filters = arch.features[level]
+        x = layers.Conv2DTranspose(filters, arch.kernel, strides=2, padding="same", activation="relu",
+                                   name=f"up{level}")(x)
+        x = layers.Add(name=f"skip{level}")([x, skips[level]])
+        for i in range(1, arch.convs):
+            x = _conv(filters, arch.kernel, name=f"dec{level}_{i}")(x)
+    residual = layers.Conv2D(3, arch.kernel, padding="same", dtype="float32", name="residual")(x)
+    outputs = layers.Add(dtype="float32", name="restored")([inputs, residual])
+    return keras.Model(inputs, outputs, name=name)
+
+
+def build_blurnet(arch: Architecture, input_size: int, n_classes: int, name: str = "blurnet") -> keras.Model:
+    """Classifier: (RGB in [0, 1] crop, log2(mpp / 0.5)) -> class probabilities."""
+    image = keras.Input((input_size, input_size, 3), name="image")
+    mpp = keras.Input((1,), name="log2_mpp")
+    x = _conv(arch.features[0], arch.first_kernel, name="stem")(image)  # full resolution: fine detail is the cue
+    for stage, filters in enumerate(arch.features[1:], start=1):
+        x = _conv(filters, arch.kernel, strides=2, name=f"stage{stage}_down")(x)
+        for i in range(1, arch.convs):
+            x = _conv(filters, arch.kernel, name=f"stage{stage}_{i}")(x)
+    pooled = layers.Concatenate(name="pool")(
+        [layers.GlobalAveragePooling2D()(x), layers.GlobalMaxPooling2D()(x), mpp]
+    )
+    hidden = layers.Dense(64, activation="relu", name="hidden")(pooled)
+    outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name="probabilities")(hidden)
+    return keras.Model([image, mpp], outputs, name=name)
+
+
+def build_vgg16(input_size: int, n_classes: int, name: str = "vgg16") -> keras.Model:
+    """The paper's VGG16 classifier topology (13 convolutions, 2 x 4096 dense), randomly initialised."""
+    image = keras.Input((input_size, input_size, 3), name="image")
+    mpp = keras.Input((1,), name="log2_mpp")
+    x = image
+    for block, (filters, convs) in enumerate(((64, 2), (128, 2), (256, 3), (512, 3), (512, 3)), start=1):
+        for i in range(convs):
+            x = _conv(filters, 3, name=f"block{block}_conv{i + 1}")(x)
+        x = layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
+    x = layers.Flatten()(x)
+    x = layers.Concatenate()([x, mpp])
+    x = layers.Dense(4096, activation="relu", name="fc1")(x)
+    x = layers.Dense(4096, activation="relu", name="fc2")(x)
+    outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name="probabilities")(x)
+    return keras.Model([image, mpp], outputs, name=name)
+
+
+def build(config: ModelConfig) -> keras.Model:
+    """The untrained network a config describes."""
+    arch = config.architecture
+    if arch.type == "rednet":
+        return build_rednet(arch, name=config.name)
+    if arch.type == "blurnet":
+        return build_blurnet(arch, config.input_size, len(config.classes), name=config.name)
+    if arch.type == "vgg16":
+        return build_vgg16(config.input_size, len(config.classes), name=config.name)
+    raise ValueError(f"unknown architecture {arch.type!r}")
