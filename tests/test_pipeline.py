@@ -104,7 +104,7 @@ def test_restoration_raises_ssim_and_leaves_in_focus_untouched(
     blurred = _decoded(sample)
     truth = _decoded(sample_slides / GROUND_TRUTH)
     for region in regions:
-        x, y, w, h = region["box"]
+        x, y, w, h = (region["box"][k] for k in "xywh")
         sl = (slice(y, y + h), slice(x, x + w))
         before = structural_similarity(truth[sl], blurred[sl], channel_axis=2)
         after = structural_similarity(truth[sl], restored[sl], channel_axis=2)
@@ -114,7 +114,7 @@ def test_restoration_raises_ssim_and_leaves_in_focus_untouched(
     margin = blurmap.tile_size + ramp_width(blurmap.tile_size)
     far = np.ones(blurred.shape[:2], dtype=bool)
     for region in regions:
-        x, y, w, h = region["box"]
+        x, y, w, h = (region["box"][k] for k in "xywh")
         far[max(0, y - margin) : y + h + margin, max(0, x - margin) : x + w + margin] = False
     changed = np.any(restored != blurred, axis=2) & far
     assert changed.mean() < 0.02, f"{changed.mean():.3%} of the in-focus area changed"

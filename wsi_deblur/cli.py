@@ -186,13 +186,14 @@ def _read_image(path: Path) -> Any:
     if path.is_dir():
         raise OSError(21, "is a directory", str(path))
     try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("RGBA", "LA", "P"):
-                im = im.convert("RGBA")
-                white = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(white, im)
-            return np.asarray(im.convert("RGB"))
+        with Image.open(path) as opened:
+            opened.load()
+            image: Image.Image = opened
+            if image.mode in ("RGBA", "LA", "P"):
+                image = image.convert("RGBA")
+                white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+                image = Image.alpha_composite(white, image)
+            return np.asarray(image.convert("RGB"))
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f"{path}: not an image this tool can read ({exc.__class__.__name__})") from None
 
@@ -276,8 +277,8 @@ def train(target: str, out_dir: Path, arch: str | None, steps: int | None, batch
     from .training.train import MODEL_NAMES, TrainSettings
     from .training.train import train as train_model
 
-    given = {"steps": steps, "batch": batch, "patch": patch, "samples": samples, "learning_rate": learning_rate,
-             "bfloat16": bf16, "threads": threads}
+    given: dict[str, Any] = {"steps": steps, "batch": batch, "patch": patch, "samples": samples,
+                             "learning_rate": learning_rate, "bfloat16": bf16, "threads": threads}
     settings = replace(TrainSettings(seed=seed), **{k: v for k, v in given.items() if v is not None})
 
     def show(epoch: int, epochs: int, logs: dict[str, float]) -> None:
@@ -287,12 +288,42 @@ def train(target: str, out_dir: Path, arch: str | None, steps: int | None, batch
     folder = train_model(target, out_dir, settings, arch=arch, restart=restart, on_epoch=show)
     click.echo(f"model written to {folder}")
     if register:
-        from .models.registry import PRETRAINED, register as register_model
+        from .models.registry import PRETRAINED
+        from .models.registry import register as register_model
 
         if folder.resolve().parent != PRETRAINED:
             raise UsageError(f"--register needs --out inside {PRETRAINED}")
         entry = register_model(MODEL_NAMES[target], folder)
         click.echo(f"registered {MODEL_NAMES[target]}: sha256 {entry['sha256']}")
+
+
+@main.command()
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), required=True,
+              help="Folder for evaluation.json, evaluation.md and the plots.")
+@click.option("--method", "methods", multiple=True,
+              help="Method to evaluate (repeat for several) [every method that can be built here].")
+@click.option("--crops-per-source", type=int, default=None, help="Held-out crops per source image and setting.")
+@click.option("--size", type=int, default=None, help="Side of the scored crops in pixels.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quick", is_flag=True, help="A small version (a minute or two) for smoke tests.")
+@click.pass_context
+@_errors
+def evaluate(ctx: click.Context, out_dir: Path, methods: tuple[str, ...], crops_per_source: int | None,
+             size: int | None, seed: int, quick: bool) -> None:
+    """The paper's evaluation on held-out tissue: confusion matrix, SSIM per stain, vs defocus and motion, mixed."""
+    from .evaluation import DEFAULT_CROPS_PER_SOURCE, DEFAULT_SIZE, available_methods
+    from .evaluation import evaluate as run_evaluation
+
+    chosen = list(methods) or available_methods()
+    quiet = ctx.obj["quiet"]
+
+    def show(stage: str, done: int, total: int) -> None:
+        if not quiet:
+            click.echo(f"\r{stage}: {done}/{total}", nl=done >= total, err=True)
+
+    run_evaluation(chosen, out_dir, crops_per_source=crops_per_source or DEFAULT_CROPS_PER_SOURCE,
+                   size=size or DEFAULT_SIZE, seed=seed, quick=quick, progress=show)
+    click.echo(f"evaluation of {', '.join(chosen)} written to {out_dir} (evaluation.md, evaluation.json, *.png)")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -55,6 +55,8 @@ def dask_client(scheduler: str | None = None, n_workers: int | None = None) -> I
         dashboard_address="127.0.0.1:0",
         memory_limit=memory,
         silence_logs=logging.ERROR,
+        # one compute thread per worker process: the workers already use every core between them
+        env={"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1"},
     ) as cluster, Client(cluster) as client:
         logger.info("local Dask cluster: %d workers, dashboard %s", workers, client.dashboard_link)
         yield client

@@ -294,7 +294,7 @@ def export_outputs(
     description = (
         f"wsi-deblur {__version__}; method {provenance['method']} {provenance['method_version']}"
     )
-    pending: list[tuple[Path, Path, Future | None]] = []
+    pending: list[tuple[Path, Path, Future[Any] | None]] = []
     for out, kind in outputs:
         if kind == "ome-zarr":
             pending.append((out, work.zarr_path, None))
@@ -309,13 +309,13 @@ def export_outputs(
         )
         pending.append((out, tmp, future))
     task = progress.add_task("export", total=len(pending))
-    for out, tmp, future in pending:
-        if future is not None:
-            future.result()
+    for _, _, pending_future in pending:
+        if pending_future is not None:
+            pending_future.result()
         progress.advance(task)
     zarr_targets = [out for out, _, f in pending if f is None]
-    for out, tmp, future in pending:
-        if future is not None:
+    for out, tmp, export in pending:
+        if export is not None:
             _replace(tmp, out)
     for i, out in enumerate(zarr_targets):
         if i + 1 < len(zarr_targets):

@@ -50,13 +50,16 @@ class DBMIDMethod:
     def classify(self, tiles: np.ndarray, mpp: float) -> np.ndarray:
         tiles = np.asarray(tiles)
         size = self.classifier.config.input_size
+        working = self._working_mpp(mpp, self.classifier)
         crops, owners = [], []
         for i, tile in enumerate(tiles):
+            if working != mpp:
+                tile = _resample(tile, mpp / working)
             for crop in _crops(tile, size):
                 crops.append(crop)
                 owners.append(i)
         x = np.stack(crops).astype(np.float32) / 255.0
-        log_mpp = np.full((len(x), 1), np.log2(mpp / REFERENCE_MPP), dtype=np.float32)
+        log_mpp = np.full((len(x), 1), np.log2(working / REFERENCE_MPP), dtype=np.float32)
         probs = np.asarray(self.classifier.network.predict_on_batch([x, log_mpp]), dtype=np.float64)
         logp = np.log(np.clip(probs, 1e-7, 1.0))
         out = np.zeros((len(tiles), probs.shape[1]))
@@ -97,14 +100,22 @@ def _crops(tile: np.ndarray, size: int) -> list[np.ndarray]:
     return crops[:MAX_CROPS]
 
 
+def _resample(image: np.ndarray, scale: float) -> np.ndarray:
+    """``image`` resized by ``scale`` (antialiased when shrinking), uint8."""
+    from skimage.transform import resize
+
+    h, w = image.shape[:2]
+    shape = (max(8, int(round(h * scale))), max(8, int(round(w * scale))), image.shape[2])
+    out = resize(image, shape, anti_aliasing=scale < 1, preserve_range=True)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
 def _restore_resampled(run: Callable[[np.ndarray], np.ndarray], image: np.ndarray, scale: float) -> np.ndarray:
     """Restore at ``scale`` times the size and carry the correction (not the resampled image) back."""
     from skimage.transform import resize
 
     h, w = image.shape[:2]
-    small_shape = (max(8, int(round(h * scale))), max(8, int(round(w * scale))), 3)
-    small = np.clip(np.rint(resize(image, small_shape, anti_aliasing=scale < 1, preserve_range=True)), 0, 255)
-    small = small.astype(np.uint8)
+    small = _resample(image, scale)
     restored = run(small)
     correction = resize(restored.astype(np.float32) - small.astype(np.float32), (h, w, 3), preserve_range=True)
     return np.clip(np.rint(image.astype(np.float32) + correction), 0, 255).astype(np.uint8)

@@ -1,0 +1,151 @@
+"""DBMID models: configs, receptive field, tiny-network training, the shipped weights and what they do."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage.metrics import structural_similarity
+
+from wsi_deblur import physics
+from wsi_deblur.models.config import Architecture, ModelConfig
+from wsi_deblur.models.registry import PRETRAINED, available, load_model, registry, sha256
+
+PACKAGE = Path(__file__).resolve().parents[1] / "wsi_deblur"
+TINY = Architecture(type="rednet", features=(4, 8, 8), convs=1, kernel=3, first_kernel=3)
+
+
+def test_config_rejects_unknown_keys_and_round_trips(tmp_path: Path) -> None:
+    config = ModelConfig(name="tiny", kind="restorer", version="0", architecture=TINY)
+    config.save(tmp_path / "config.json")
+    assert ModelConfig.load(tmp_path / "config.json") == config
+    data = json.loads((tmp_path / "config.json").read_text())
+    data["learning_rat"] = 1
+    with pytest.raises(ValueError, match="learning_rat"):
+        ModelConfig.from_dict(data)
+    with pytest.raises(ValueError, match="classes"):
+        ModelConfig(name="c", kind="classifier", version="0", architecture=Architecture("blurnet", (4, 8)))
+
+
+def test_receptive_field_bounds_the_real_one() -> None:
+    """Perturbing one input pixel changes outputs only within the computed radius."""
+    from wsi_deblur.models.networks import build_rednet, receptive_radius
+
+    radius = receptive_radius(TINY)
+    net = build_rednet(TINY)
+    rng = np.random.default_rng(0)
+    for layer in net.layers:
+        layer.set_weights([rng.normal(0, 0.5, w.shape).astype(np.float32) for w in layer.get_weights()])
+    x = rng.random((1, 64, 64, 3), dtype=np.float32)
+    y0 = np.asarray(net.predict_on_batch(x))
+    x[0, 32, 32] += 1.0
+    changed = np.abs(np.asarray(net.predict_on_batch(x)) - y0).max(axis=(0, 3)) > 1e-6
+    ys, xs = np.nonzero(changed)
+    assert changed.any()
+    assert max(np.abs(ys - 32).max(), np.abs(xs - 32).max()) <= radius
+
+
+def test_tiled_equals_untiled_for_a_network() -> None:
+    """Aligned tiles with a halo of the receptive field give the untiled result."""
+    from wsi_deblur.models.networks import build_rednet, receptive_radius
+
+    net = build_rednet(TINY)
+    rng = np.random.default_rng(1)
+    for layer in net.layers:
+        layer.set_weights([rng.normal(0, 0.3, w.shape).astype(np.float32) for w in layer.get_weights()])
+    x = rng.random((1, 128, 128, 3), dtype=np.float32)
+    full = np.asarray(net.predict_on_batch(x))[0]
+    halo = -(-receptive_radius(TINY) // TINY.align) * TINY.align
+    tile = np.asarray(net.predict_on_batch(x[:, 32 - halo : 64 + halo, 32 - halo : 64 + halo]))[0]
+    np.testing.assert_allclose(tile[halo:-halo, halo:-halo], full[32:64, 32:64], atol=1e-5)
+
+
+@pytest.mark.parametrize("target", ["defocus", "classifier"])
+def test_tiny_training_writes_a_loadable_model_folder(target: str, tmp_path: Path) -> None:
+    from wsi_deblur.models.registry import load_folder
+    from wsi_deblur.training.train import TrainSettings, train
+
+    settings = TrainSettings(steps=2, batch=2, patch=32, samples=8, steps_per_epoch=1, bfloat16=False)
+    folder = train(target, tmp_path / target, settings, data_dir=tmp_path / "data")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["training"]["steps"] == 2 and "loss" in config["training"]["final"]
+    assert not (folder / "checkpoint").exists()
+    model = load_folder(folder)
+    assert model.sha256 == sha256(folder / config["weights"])
+
+
+def test_model_code_imports_no_tensorflow() -> None:
+    for path in [*(PACKAGE / "models").glob("*.py"), PACKAGE / "methods" / "dbmid.py"]:
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            assert not any(n == "tensorflow" or n.startswith("tensorflow.") for n in names), path
+
+
+# -- the shipped models -------------------------------------------------------------------------------------------
+
+shipped = pytest.mark.skipif(
+    not {"blur_classifier", "dl_defocus", "dl_motion"} <= set(available()), reason="models not shipped yet"
+)
+
+
+@shipped
+def test_shipped_weights_match_registry_and_size_budget() -> None:
+    total = 0
+    for name, entry in registry().items():
+        folder = PRETRAINED / entry["folder"]
+        config = json.loads((folder / "config.json").read_text())
+        assert sha256(folder / config["weights"]) == entry["sha256"], name
+        assert (folder / "MODEL_CARD.md").exists(), name
+        total += sum(p.stat().st_size for p in folder.iterdir())
+        assert load_model(name).config.name == name
+    assert total <= 20 * 2**20
+
+
+def _sharp_crop(tiles_dir: Path, size: int = 256) -> np.ndarray:
+    with Image.open(tiles_dir / "medium-nuclei-score-level0.png") as im:
+        rgb = np.asarray(im.convert("RGB"))
+    return np.ascontiguousarray(rgb[200 : 200 + size, 300 : 300 + size])
+
+
+@shipped
+def test_shipped_classifier_labels_fixed_examples(tiles_dir: Path) -> None:
+    from wsi_deblur.methods import get_method
+
+    sharp = _sharp_crop(tiles_dir, 512)
+    optics = physics.SCANNER_20X
+    rng = np.random.default_rng(0)
+    examples = {
+        "in_focus": physics.degrade(sharp, optics, 0.0, rng=rng, jpeg_quality=90),
+        "defocus": physics.degrade(sharp, optics, 3 * optics.dof_um, rng=rng, jpeg_quality=90),
+        "motion": physics.degrade(sharp, optics, 0.0, 20.0, 45.0, rng=rng, jpeg_quality=90),
+        "mixed": physics.degrade(sharp, optics, 3 * optics.dof_um, 20.0, 45.0, rng=rng, jpeg_quality=90),
+    }
+    method = get_method("dbmid")
+    probabilities = method.classify(np.stack(list(examples.values())), optics.mpp)
+    from wsi_deblur import LABELS
+
+    assert [LABELS[i] for i in probabilities.argmax(axis=1)] == list(examples)
+
+
+@shipped
+def test_restore_image_raises_ssim_on_a_defocused_example(tiles_dir: Path) -> None:
+    from wsi_deblur import restore_image
+
+    sharp = _sharp_crop(tiles_dir, 384)
+    optics = physics.SCANNER_20X
+    blurred = physics.degrade(sharp, optics, 2.5 * optics.dof_um, rng=np.random.default_rng(3), jpeg_quality=90)
+    restored = restore_image(blurred, mpp=optics.mpp, method="dbmid")
+    before = structural_similarity(sharp, blurred, channel_axis=2)
+    after = structural_similarity(sharp, restored, channel_axis=2)
+    assert after > before + 0.05, (before, after)
+    sharp_out = restore_image(sharp, mpp=optics.mpp, method="dbmid")
+    np.testing.assert_array_equal(sharp_out, sharp)

@@ -1,0 +1,204 @@
+"""``wsi-deblur train classifier|defocus|motion``: train a DBMID network and write a model folder.
+
+Training data is synthesised from real in-focus tissue (:mod:`wsi_deblur.training.data`). Runs resume from the
+checkpoint folder after an interruption (Keras ``BackupAndRestore``). The model folder written at the end holds
+``config.json`` and weights only (no optimizer state).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._types import LABELS
+from ..models.config import Architecture, ModelConfig
+
+logger = logging.getLogger(__name__)
+
+TARGETS = ("classifier", "defocus", "motion")
+#: Names of the shipped models per training target.
+MODEL_NAMES = {"classifier": "blur_classifier", "defocus": "dl_defocus", "motion": "dl_motion"}
+#: The paper's restorer: 32/64/128 features with stride-2 steps (one more 128 level for a wider receptive field).
+REDNET = Architecture(type="rednet", features=(32, 64, 128, 128), convs=2, kernel=3, first_kernel=5)
+#: The shipped classifier: ~0.5 M parameters, ~0.17 GMAC per 128 px crop, four crops per 512 px tile
+#: (~0.7 GMAC per tile; VGG16: 15.5 GMAC per 224 px crop, 22 times more).
+BLURNET = Architecture(type="blurnet", features=(16, 32, 64, 96, 128), convs=2, kernel=3, first_kernel=3)
+CLASSIFIER_INPUT = 128
+VGG16_INPUT = 224
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How long and on what a network trains. Defaults are the shipped models' settings."""
+
+    steps: int = 12000
+    batch: int = 8
+    patch: int = 128
+    samples: int = 6000
+    seed: int = 0
+    learning_rate: float = 3e-4
+    steps_per_epoch: int = 200
+    bfloat16: bool | None = None  # None: where the CPU has AMX or AVX512-BF16
+    threads: int | None = None
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AMX tiles or AVX512-BF16)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return " amx_bf16" in flags or " avx512_bf16" in flags
+
+
+def default_config(target: str, arch: str | None = None, version: str = "1.0.0") -> ModelConfig:
+    if target not in TARGETS:
+        raise ValueError(f"unknown training target {target!r}; choose one of {', '.join(TARGETS)}")
+    name = MODEL_NAMES[target]
+    if target == "classifier":
+        if arch == "vgg16":
+            return ModelConfig(name="vgg16_classifier", kind="classifier", version=version,
+                               architecture=Architecture(type="vgg16", features=()), classes=LABELS,
+                               input_size=VGG16_INPUT)
+        if arch not in (None, "blurnet"):
+            raise ValueError(f"classifier architecture must be blurnet or vgg16, not {arch!r}")
+        return ModelConfig(name=name, kind="classifier", version=version, architecture=BLURNET, classes=LABELS,
+                           input_size=CLASSIFIER_INPUT)
+    if arch not in (None, "rednet"):
+        raise ValueError(f"restorer architecture must be rednet, not {arch!r}")
+    return ModelConfig(name=name, kind="restorer", version=version, architecture=REDNET)
+
+
+def _log2_mpp(mpp: np.ndarray) -> np.ndarray:
+    from ..models.networks import REFERENCE_MPP
+
+    return np.log2(np.asarray(mpp, dtype=np.float32) / REFERENCE_MPP).reshape(-1, 1)
+
+
+def _setup_keras(settings: TrainSettings) -> tuple[Any, str]:
+    if settings.threads:
+        os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(settings.threads))
+        os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+    import keras
+
+    use_bf16 = cpu_has_bf16() if settings.bfloat16 is None else settings.bfloat16
+    policy = "mixed_bfloat16" if use_bf16 else "float32"
+    keras.mixed_precision.set_dtype_policy(policy)
+    keras.utils.set_random_seed(settings.seed)
+    return keras, policy
+
+
+def train(
+    target: str,
+    out_dir: str | Path,
+    settings: TrainSettings | None = None,
+    *,
+    arch: str | None = None,
+    restart: bool = False,
+    data_dir: str | Path | None = None,
+    on_epoch: Callable[[int, int, dict[str, float]], None] | None = None,
+) -> Path:
+    """Train ``target`` and write its model folder to ``out_dir`` (config.json + weights). Returns the folder.
+
+    Checkpoints go to ``out_dir/checkpoint/``; running the same command again resumes from them (``restart``
+    throws them away). The checkpoint folder is removed once the model folder is complete.
+    """
+    from . import data
+
+    settings = settings or TrainSettings()
+    config = default_config(target, arch)
+    out = Path(out_dir)
+    checkpoint = out / "checkpoint"
+    if restart and checkpoint.exists():
+        shutil.rmtree(checkpoint)
+    out.mkdir(parents=True, exist_ok=True)
+    keras, policy = _setup_keras(settings)
+    from ..models.networks import build
+
+    started = time.time()
+    if target == "classifier":
+        size = config.input_size
+        tiles, labels, mpp, _ = data.classification_set(settings.samples, size, settings.seed)
+        mpp_range = (float(np.min(mpp)), float(np.max(mpp)))
+        inputs: Any = [tiles.astype(np.float32) / 255.0, _log2_mpp(mpp)]
+        targets: Any = keras.utils.to_categorical(labels, len(LABELS))
+        loss = "categorical_crossentropy"
+        metrics = ["accuracy"]
+    else:
+        blurred, sharp, params = data.cached_pairs(target, settings.samples, settings.patch, settings.seed,
+                                                   directory=data_dir)
+        pair_mpp = [float(p["mpp"]) for p in params]
+        mpp_range = (min(pair_mpp), max(pair_mpp))
+        inputs = blurred.astype(np.float32) / 255.0
+        targets = sharp.astype(np.float32) / 255.0
+        loss = "mse"  # the paper's loss
+        metrics = []
+    data_seconds = time.time() - started
+    network = build(config)
+    steps_per_epoch = min(settings.steps_per_epoch, settings.steps)
+    epochs = max(1, settings.steps // steps_per_epoch)
+    schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, epochs * steps_per_epoch,
+                                                      alpha=0.05)
+    network.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=metrics)
+    n = len(inputs[0]) if isinstance(inputs, list) else len(inputs)
+    epoch_samples = steps_per_epoch * settings.batch
+
+    class EpochHook(keras.callbacks.Callback):  # type: ignore[name-defined]
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            logs = dict(logs or {})
+            logger.info("epoch %d/%d %s", epoch + 1, epochs, " ".join(f"{k}={v:.5f}" for k, v in logs.items()))
+            if on_epoch is not None:
+                on_epoch(epoch + 1, epochs, logs)
+
+    def batches() -> Any:
+        rng = np.random.default_rng(settings.seed + 1)
+        while True:
+            idx = rng.integers(0, n, epoch_samples)
+            for i in range(0, epoch_samples, settings.batch):
+                sel = idx[i : i + settings.batch]
+                k = int(rng.integers(0, 4))
+                flip = bool(rng.integers(0, 2))
+                if isinstance(inputs, list):
+                    x = np.rot90(inputs[0][sel], k, axes=(1, 2))
+                    x = x[:, :, ::-1] if flip else x
+                    yield (np.ascontiguousarray(x), inputs[1][sel]), targets[sel]
+                else:
+                    x = np.rot90(inputs[sel], k, axes=(1, 2))
+                    y = np.rot90(targets[sel], k, axes=(1, 2))
+                    if flip:
+                        x, y = x[:, :, ::-1], y[:, :, ::-1]
+                    yield np.ascontiguousarray(x), np.ascontiguousarray(y)
+
+    history = network.fit(
+        batches(), epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=0,
+        callbacks=[keras.callbacks.BackupAndRestore(str(checkpoint)), EpochHook()],
+    )
+    seconds = time.time() - started
+    final = {k: float(v[-1]) for k, v in history.history.items() if v}
+    folder = out
+    network.save_weights(str(folder / config.weights))
+    # the pixel sizes the data really covered: inputs outside are resampled into this range when used
+    trained = replace(config, mpp_range=(round(mpp_range[0], 3), round(mpp_range[1], 3)), training={
+        "target": target,
+        "data": {"samples": settings.samples, "patch": settings.patch if target != "classifier" else
+                 config.input_size, "seed": settings.seed, "split": "train",
+                 "sources": [s.name for s in data.sources("train")]},
+        "steps": epochs * steps_per_epoch, "batch": settings.batch,
+        "optimizer": f"Adam, lr {settings.learning_rate:g} with cosine decay",
+        "loss": loss, "dtype_policy": policy, "final": final,
+        "seconds": round(seconds, 1), "data_seconds": round(data_seconds, 1),
+    })
+    trained.save(folder / "config.json")
+    (folder / "history.json").write_text(json.dumps(history.history, indent=1, default=float) + "\n")
+    shutil.rmtree(checkpoint, ignore_errors=True)
+    return folder
