@@ -144,3 +144,10 @@ def test_module_entry_point_exit_code(tmp_path: Path) -> None:
                           capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 1
     _one_line_error(proc.stderr, "nope.svs")
+
+
+def test_cli_method_names_match_the_registry() -> None:
+    from wsi_deblur import cli
+    from wsi_deblur.methods import DEFAULT_METHOD, METHODS
+
+    assert set(cli.METHOD_NAMES) == set(METHODS) and cli.DEFAULT_METHOD == DEFAULT_METHOD

@@ -121,7 +121,9 @@ def test_restoration_raises_ssim_and_leaves_in_focus_untouched(
 
 
 def test_same_pixels_on_an_external_scheduler_and_worker(local_run: dict, sample: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    # the same per-worker thread settings as the embedded local cluster (bit-identical network output)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+           "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1"}
     bindir = Path(sys.executable).parent
     scheduler_file = tmp_path / "scheduler.json"
     procs = [subprocess.Popen(
@@ -148,3 +150,39 @@ def test_same_pixels_on_an_external_scheduler_and_worker(local_run: dict, sample
             p.terminate()
         for p in procs:
             p.wait(timeout=30)
+
+
+def test_ngff_05_and_ome_tiff_outputs(slides_dir: Path, tmp_path: Path) -> None:
+    import tifffile
+    from ome_zarr_models import open_ome_zarr
+
+    slide = slides_dir / "CMU-1-Small-Region.svs"
+    outputs = [tmp_path / "a.ome.zarr", tmp_path / "a.ome.tif"]
+    run(slide, outputs, RunOptions(progress=False, workers=1, ngff="0.5", method="classical"))
+    group = zarr.open_group(str(outputs[0]), mode="r")
+    assert group.metadata.zarr_format == 3
+    open_ome_zarr(group)
+    assert "omero" in group.attrs.asdict()["ome"]
+    with tifffile.TiffFile(outputs[1]) as tif:
+        assert len(tif.series) == 1 and len(tif.series[0].levels) > 1
+        assert tif.series[0].levels[0].shape[:2] == (2967, 2220)
+    with openslide.OpenSlide(str(slide)) as s:
+        original = np.asarray(s.read_region((0, 0), 0, s.dimensions).convert("RGB"))
+    level0 = _level0(outputs[0])
+    assert level0.shape == original.shape
+    assert not (tmp_path / "a.ome.zarr.partial").exists()
+
+
+def test_partial_work_from_another_run_needs_restart(sample: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from wsi_deblur.cli import main
+
+    out = tmp_path / "x.ome.zarr"
+    partial = tmp_path / "x.ome.zarr.partial"
+    partial.mkdir()
+    (partial / "fingerprint.json").write_text('{"input": "another slide"}')
+    result = CliRunner().invoke(main, ["-q", "run", str(sample), "-o", str(out), "--workers", "1"])
+    assert result.exit_code == 2 and "--restart" in result.stderr
+    assert (partial / "fingerprint.json").read_text() == '{"input": "another slide"}'
+    assert not out.exists()

@@ -98,6 +98,17 @@ def _setup_keras(settings: TrainSettings) -> tuple[Any, str]:
     return keras, policy
 
 
+def export_weights(network: Any, config: ModelConfig, path: Path) -> None:
+    """Save the weights alone: a fresh, uncompiled copy of the network holds no optimizer state to save."""
+    from ..models.networks import build
+
+    fresh = build(config)
+    fresh.set_weights(network.get_weights())
+    tmp = path.with_name("tmp-" + path.name)
+    fresh.save_weights(str(tmp))
+    tmp.replace(path)
+
+
 def train(
     target: str,
     out_dir: str | Path,
@@ -186,7 +197,7 @@ def train(
     seconds = time.time() - started
     final = {k: float(v[-1]) for k, v in history.history.items() if v}
     folder = out
-    network.save_weights(str(folder / config.weights))
+    export_weights(network, config, folder / config.weights)
     # the pixel sizes the data really covered: inputs outside are resampled into this range when used
     trained = replace(config, mpp_range=(round(mpp_range[0], 3), round(mpp_range[1], 3)), training={
         "target": target,

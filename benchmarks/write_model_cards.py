@@ -1,0 +1,34 @@
+"""Write MODEL_CARD.md into every shipped model folder from its config and an evaluation run.
+
+    wsi-deblur evaluate -o benchmarks/results/evaluation
+    python benchmarks/write_model_cards.py benchmarks/results/evaluation/evaluation.json
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from wsi_deblur.models.registry import PRETRAINED, registry  # noqa: E402
+from wsi_deblur.training.cards import load_evaluation, write_model_card  # noqa: E402
+
+TARGET = {"blur_classifier": "classifier", "dl_defocus": "defocus", "dl_motion": "motion"}
+
+
+def main() -> None:
+    evaluation = load_evaluation(sys.argv[1]) if len(sys.argv) > 1 else None
+    for name, entry in registry().items():
+        folder = PRETRAINED / entry["folder"]
+        from wsi_deblur.models.config import ModelConfig
+
+        t = ModelConfig.load(folder / "config.json").training
+        command = (f"wsi-deblur train {TARGET.get(name, name)} --out wsi_deblur/models/pretrained/{name} "
+                   f"--steps {t.get('steps')} --batch {t.get('batch')} --samples {t.get('data', {}).get('samples')}"
+                   + (f" --patch {t['data']['patch']}" if name != "blur_classifier" else "") + " --register")
+        print(write_model_card(folder, evaluation, command))
+
+
+if __name__ == "__main__":
+    main()
