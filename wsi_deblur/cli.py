@@ -21,6 +21,9 @@ from ._version import __version__
 
 F = TypeVar("F", bound=Callable[..., Any])
 READERS = ("openslide", "tiffslide")
+# kept in step with wsi_deblur.methods (imported lazily there: the networks pull in Keras)
+METHOD_NAMES = ("dbmid", "classical")
+DEFAULT_METHOD = "dbmid"
 IMAGE_ENDINGS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 
 
@@ -74,7 +77,8 @@ def _common_slide_options(func: F) -> F:
                      help="Slide reader (tiffslide reads OME-TIFF SubIFD pyramids and fsspec URLs)."),
         click.option("--mpp", type=float, default=None,
                      help="Pixel size at level 0 in um/px, for slides that do not record it (or to override)."),
-        click.option("--method", default="classical", show_default=True, help="Blur classifier and restorers."),
+        click.option("--method", type=click.Choice(METHOD_NAMES), default=DEFAULT_METHOD, show_default=True,
+                     help="dbmid: the trained networks; classical: image statistics and blind deconvolution."),
         click.option("--scheduler", default=None, metavar="ADDRESS",
                      help="Run on an existing Dask cluster (tcp://host:port or a scheduler file) "
                           "instead of a local one."),
@@ -201,7 +205,7 @@ def _read_image(path: Path) -> Any:
 @main.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--mpp", type=float, default=None, help="Pixel size in um/px [0.5].")
-@click.option("--method", default="classical", show_default=True)
+@click.option("--method", type=click.Choice(METHOD_NAMES), default=DEFAULT_METHOD, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per image.")
 @_errors
 def classify(images: tuple[Path, ...], mpp: float | None, method: str, as_json: bool) -> None:
@@ -222,7 +226,7 @@ def classify(images: tuple[Path, ...], mpp: float | None, method: str, as_json: 
 @click.argument("image", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Restored image file.")
 @click.option("--mpp", type=float, default=None, help="Pixel size in um/px [0.5].")
-@click.option("--method", default="classical", show_default=True)
+@click.option("--method", type=click.Choice(METHOD_NAMES), default=DEFAULT_METHOD, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
 @_errors
 def restore(image: Path, output: Path, mpp: float | None, method: str, overwrite: bool) -> None:

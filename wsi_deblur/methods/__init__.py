@@ -9,7 +9,7 @@ from .base import Method
 __all__ = ["DEFAULT_METHOD", "METHODS", "Method", "get_method"]
 
 #: The method used when none is named.
-DEFAULT_METHOD = "classical"
+DEFAULT_METHOD = "dbmid"
 
 #: Known method names -> "module:Class" (imported lazily: the networks pull in Keras).
 METHODS: dict[str, str] = {

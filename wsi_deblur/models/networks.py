@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import keras
 from keras import layers
@@ -50,6 +52,17 @@ def _conv(filters: int, kernel: int, strides: int = 1, name: str | None = None) 
     return layers.Conv2D(filters, kernel, strides=strides, padding="same", activation="relu", name=name)
 
 
+def _conv_bn(filters: int, kernel: int, strides: int, name: str) -> Callable[[Any], Any]:
+    """Convolution, batch normalisation, ReLU: normalised activations let a small classifier train quickly."""
+
+    def apply(x: Any) -> Any:
+        x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False, name=name)(x)
+        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+        return layers.Activation("relu", name=f"{name}_relu")(x)
+
+    return apply
+
+
 def build_rednet(arch: Architecture, name: str = "rednet") -> keras.Model:
     """Restorer: RGB in [0, 1] of any size that is a multiple of ``arch.align`` -> restored RGB in [0, 1]."""
     inputs = keras.Input((None, None, 3), name="image")
@@ -79,11 +92,11 @@ def build_blurnet(arch: Architecture, input_size: int, n_classes: int, name: str
     """Classifier: (RGB in [0, 1] crop, log2(mpp / 0.5)) -> class probabilities."""
     image = keras.Input((input_size, input_size, 3), name="image")
     mpp = keras.Input((1,), name="log2_mpp")
-    x = _conv(arch.features[0], arch.first_kernel, name="stem")(image)  # full resolution: fine detail is the cue
+    x = _conv_bn(arch.features[0], arch.first_kernel, 1, "stem")(image)  # full resolution: fine detail is the cue
     for stage, filters in enumerate(arch.features[1:], start=1):
-        x = _conv(filters, arch.kernel, strides=2, name=f"stage{stage}_down")(x)
+        x = _conv_bn(filters, arch.kernel, 2, f"stage{stage}_down")(x)
         for i in range(1, arch.convs):
-            x = _conv(filters, arch.kernel, name=f"stage{stage}_{i}")(x)
+            x = _conv_bn(filters, arch.kernel, 1, f"stage{stage}_{i}")(x)
     pooled = layers.Concatenate(name="pool")(
         [layers.GlobalAveragePooling2D()(x), layers.GlobalMaxPooling2D()(x), mpp]
     )
