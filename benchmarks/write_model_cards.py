@@ -26,7 +26,8 @@ def main() -> None:
         t = ModelConfig.load(folder / "config.json").training
         command = (f"wsi-deblur train {TARGET.get(name, name)} --out wsi_deblur/models/pretrained/{name} "
                    f"--steps {t.get('steps')} --batch {t.get('batch')} --samples {t.get('data', {}).get('samples')}"
-                   + (f" --patch {t['data']['patch']}" if name != "blur_classifier" else "") + " --register")
+                   + (f" --patch {t['data']['patch']}" if name != "blur_classifier" else "")
+                   + f" --learning-rate {t.get('optimizer', '').split('lr ')[-1].split(' ')[0]} --register")
         print(write_model_card(folder, evaluation, command))
 
 

@@ -60,7 +60,7 @@ def test_outputs_complete_and_work_folder_gone(local_run: dict) -> None:
     report = local_run["result"].report_dir
     assert {p.name for p in report.iterdir()} >= {"blurmap.png", "summary.json", "tiles.csv"}
     summary = json.loads((report / "summary.json").read_text())
-    assert summary["restored_tiles"] > 0 and summary["method"] == "classical"
+    assert summary["restored_tiles"] > 0 and summary["method"] == "dbmid"
 
 
 def test_ome_zarr_valid_with_rendering_metadata_and_labels(local_run: dict, sample: Path) -> None:

@@ -48,20 +48,23 @@ def _evaluation_lines(name: str, evaluation: dict[str, Any] | None) -> list[str]
             c = cls.get(key)
             if c:
                 lines.append(f"* Accuracy ({title}): {100 * c['accuracy']:.2f}% over {c['n']} tiles; "
-                             f"in-focus false alarms {100 * c['in_focus_false_alarm_rate']:.2f}%.")
+                             f"in-focus false alarms {100 * c['in_focus_false_alarm']:.2f}%.")
     elif name == "dl_defocus":
         for row in results.get("defocus_per_stain", []):
+            ssim = row["ssim"]
             if row.get("optics") == "all" and row.get("stain") in ("all", "H&E", "IHC"):
                 lines.append(f"* Defocus SSIM ({row['stain']}, all pixel sizes, n={row['n']}): "
-                             f"{row['blurred']:.3f} -> {row['dbmid']:.3f} (classical {row['classical']:.3f}).")
+                             f"{ssim['blurred']:.3f} -> {ssim['dbmid']:.3f} (classical {ssim['classical']:.3f}).")
         for row in results.get("defocus_per_stain", []):
+            ssim = row["ssim"]
             if row.get("stain") == "all" and row.get("optics") != "all":
-                lines.append(f"* Defocus SSIM at {row['optics']}: {row['blurred']:.3f} -> {row['dbmid']:.3f} "
-                             f"(classical {row['classical']:.3f}).")
+                lines.append(f"* Defocus SSIM at {row['optics']}: {ssim['blurred']:.3f} -> {ssim['dbmid']:.3f} "
+                             f"(classical {ssim['classical']:.3f}).")
     elif name == "dl_motion":
         for row in results.get("motion_vs_length", []):
-            lines.append(f"* Motion {row['motion_px']:g} px {row['direction']}: SSIM {row['blurred']:.3f} -> "
-                         f"{row['dbmid']:.3f} (classical {row['classical']:.3f}).")
+            ssim = row["ssim"]
+            lines.append(f"* Motion {row['motion_px']:g} px {row['direction']}: SSIM {ssim['blurred']:.3f} -> "
+                         f"{ssim['dbmid']:.3f} (classical {ssim['classical']:.3f}).")
     lines.append("")
     lines.append("Full tables and plots: `wsi-deblur evaluate` (figures in the README).")
     return lines
