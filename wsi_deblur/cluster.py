@@ -56,7 +56,9 @@ def dask_client(scheduler: str | None = None, n_workers: int | None = None) -> I
         memory_limit=memory,
         silence_logs=logging.ERROR,
         # one compute thread per worker process: the workers already use every core between them
-        env={"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1"},
+        env={"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1",
+             # TensorFlow's native start-up chatter (CPU features, no CUDA driver) is not the user's concern
+             "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")},
     ) as cluster, Client(cluster) as client:
         logger.info("local Dask cluster: %d workers, dashboard %s", workers, client.dashboard_link)
         yield client

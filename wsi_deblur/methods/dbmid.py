@@ -8,6 +8,7 @@ handed in (already aligned and padded by the pipeline); mixed blur gets DL_motio
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 
 import numpy as np
@@ -27,6 +28,10 @@ class DBMIDMethod:
     name = "dbmid"
 
     def __init__(self, classifier: str = CLASSIFIER, restorers: dict[str, str] | None = None) -> None:
+        tf_logger = logging.getLogger("tensorflow")
+        if tf_logger.level == logging.NOTSET:
+            # tiles of new shapes retrace the predict function: expected here, and not the user's concern
+            tf_logger.setLevel(logging.ERROR)
         self.classifier: LoadedModel = load_model(classifier)
         self.restorers: dict[str, LoadedModel] = {
             step: load_model(model) for step, model in (restorers or RESTORERS).items()
