@@ -153,3 +153,14 @@ def test_restore_image_raises_ssim_on_a_defocused_example(tiles_dir: Path) -> No
     assert after > before + 0.05, (before, after)
     sharp_out = restore_image(sharp, mpp=optics.mpp, method="dbmid")
     np.testing.assert_array_equal(sharp_out, sharp)
+
+
+@shipped
+def test_method_info_matches_the_built_method_without_loading_networks() -> None:
+    from wsi_deblur.methods import get_method, method_info
+
+    version, models = method_info("dbmid")
+    method = get_method("dbmid")
+    assert version == method.version and models == method.models
+    with pytest.raises(ValueError, match="nope"):
+        method_info("nope")

@@ -25,7 +25,7 @@ from ._version import __version__
 from .blend import ramp_width
 from .blurmap import DEFAULT_MIN_BLUR_PROBABILITY, BlurMap
 from .cluster import dask_client
-from .methods import DEFAULT_METHOD, get_method
+from .methods import DEFAULT_METHOD, method_info
 from .report import write_report
 from .slide import SlideSource, open_slide
 from .tasks import BlockJob, ClassifyJob, DownsampleJob, SlideKey, classify_cells, downsample_block, restore_block
@@ -339,12 +339,12 @@ def _fingerprint(slide: Path, options: RunOptions, mpp: float, method_version: s
 
 
 def _provenance(options: RunOptions, mpp: float, slide: Path) -> dict[str, Any]:
-    method = get_method(options.method)
+    version, models = method_info(options.method)
     return {
         "software": f"wsi-deblur {__version__}",
-        "method": method.name,
-        "method_version": method.version,
-        "models": dict(getattr(method, "models", {}) or {}),
+        "method": options.method,
+        "method_version": version,
+        "models": models,
         "source": slide.name,
         "mpp": mpp,
     }
@@ -359,11 +359,11 @@ def run(
     slide_path = Path(slide)
     out_paths = [Path(o) for o in outputs]
     checked = _check_outputs(out_paths, slide_path, options.overwrite)
-    get_method(options.method)  # unknown method names fail here, before any work
+    method_info(options.method)  # unknown methods and missing models fail here, before any work
     started = time.perf_counter()
     with open_checked(slide_path, options.reader, options.mpp) as source:
         mpp = float(source.mpp)  # type: ignore[arg-type]  # open_checked guarantees it
-        method_version = get_method(options.method).version
+        method_version, _ = method_info(options.method)
         work = WorkFolder(work_folder(out_paths[0]), _fingerprint(slide_path, options, mpp, method_version),
                           restart=options.restart)
         key = SlideKey(str(slide_path.resolve()), options.reader, options.mpp)
@@ -413,7 +413,7 @@ def qc(
     options = options or RunOptions()
     options.check()
     slide_path = Path(slide)
-    get_method(options.method)
+    method_info(options.method)
     started = time.perf_counter()
     with open_checked(slide_path, options.reader, options.mpp) as source:
         mpp = float(source.mpp)  # type: ignore[arg-type]

@@ -6,7 +6,7 @@ import functools
 
 from .base import Method
 
-__all__ = ["DEFAULT_METHOD", "METHODS", "Method", "get_method"]
+__all__ = ["DEFAULT_METHOD", "METHODS", "Method", "get_method", "method_info"]
 
 #: The method used when none is named.
 DEFAULT_METHOD = "dbmid"
@@ -16,6 +16,27 @@ METHODS: dict[str, str] = {
     "classical": "wsi_deblur.methods.classical:ClassicalMethod",
     "dbmid": "wsi_deblur.methods.dbmid:DBMIDMethod",
 }
+
+#: The models DBMID uses: the blur classifier and one restorer per restoration step.
+DBMID_CLASSIFIER = "blur_classifier"
+DBMID_RESTORERS = {"defocus": "dl_defocus", "motion": "dl_motion"}
+
+
+def method_info(name: str) -> tuple[str, dict[str, str]]:
+    """A method's version and its models' versions, without building it (no network is loaded)."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}")
+    if name != "dbmid":
+        return get_method(name).version, {}
+    from ..models.config import ModelConfig
+    from ..models.registry import model_folder
+
+    models = {}
+    for model in (DBMID_CLASSIFIER, *DBMID_RESTORERS.values()):
+        folder, _ = model_folder(model)
+        config = ModelConfig.load(folder / "config.json")
+        models[config.name] = config.version
+    return "+".join(f"{k}-{v}" for k, v in sorted(models.items())), models
 
 
 @functools.cache

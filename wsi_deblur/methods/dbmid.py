@@ -15,10 +15,10 @@ import numpy as np
 
 from ..models.networks import REFERENCE_MPP, receptive_radius
 from ..models.registry import LoadedModel, load_model
+from . import DBMID_CLASSIFIER as CLASSIFIER
+from . import DBMID_RESTORERS as RESTORERS
 
-CLASSIFIER = "blur_classifier"
-RESTORERS = {"defocus": "dl_defocus", "motion": "dl_motion"}
-#: Crops per tile the classifier averages over (quadrants of a 512 px tile at 256 px input).
+#: Crops per tile the classifier averages over (quadrants of a 512 px tile).
 MAX_CROPS = 4
 
 
