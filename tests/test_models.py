@@ -78,6 +78,26 @@ def test_tiny_training_writes_a_loadable_model_folder(target: str, tmp_path: Pat
     assert model.sha256 == sha256(folder / config["weights"])
 
 
+def test_training_can_go_on_from_a_trained_model(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from wsi_deblur.models.registry import load_folder
+    from wsi_deblur.training.train import TrainSettings, train
+
+    settings = TrainSettings(steps=1, batch=2, patch=32, samples=4, steps_per_epoch=1, bfloat16=False)
+    first = train("defocus", tmp_path / "first", settings, data_dir=tmp_path / "data")
+    # a learning rate of zero leaves the weights where they started: exactly the first model's
+    again = train("defocus", tmp_path / "again", replace(settings, learning_rate=0.0, init=str(first)),
+                  version="1.1.0", data_dir=tmp_path / "data")
+    config = json.loads((again / "config.json").read_text())
+    assert config["version"] == "1.1.0"
+    assert config["training"]["initialised_from"]["sha256"] == sha256(first / "model.weights.h5")
+    for a, b in zip(load_folder(first).network.get_weights(), load_folder(again).network.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="same architecture"):
+        train("classifier", tmp_path / "clf", replace(settings, init=str(first)), data_dir=tmp_path / "data")
+
+
 def test_model_code_imports_no_tensorflow() -> None:
     for path in [*(PACKAGE / "models").glob("*.py"), PACKAGE / "methods" / "dbmid.py"]:
         tree = ast.parse(path.read_text())

@@ -144,11 +144,24 @@ def test_red_psf_is_wider_than_blue() -> None:
 
 
 def test_section_thickness_widens_the_psf() -> None:
+    z = 6.0  # um, beyond every thickness below: the whole section spreads the blur
     moments = [
-        _second_moment(defocus_psf(dataclasses.replace(SCANNER_20X, thickness_um=t), 0.0, size=61))
+        _second_moment(defocus_psf(dataclasses.replace(SCANNER_20X, thickness_um=t), z, size=81))
         for t in (0.0, 3.0, 6.0)
     ]
     assert np.all(np.diff(np.array(moments), axis=0) > 0)
+
+
+def test_section_thickness_keeps_the_class() -> None:
+    # The PSFs blur real in-focus scans, which already hold their section's depth: in focus, a thick section
+    # adds nothing, and near focus it adds at most |z| of depth spread (a 1-DOF defocus stays a defocus).
+    thick = dataclasses.replace(SCANNER_20X, thickness_um=10.0)
+    np.testing.assert_allclose(defocus_psf(thick, 0.0, size=41), defocus_psf(SCANNER_20X, 0.0, size=41))
+    dof = SCANNER_20X.dof_um
+    half_dof = _second_moment(defocus_psf(SCANNER_20X, 0.5 * dof, size=61))
+    one = _second_moment(defocus_psf(thick, dof, size=61))
+    two = _second_moment(defocus_psf(SCANNER_20X, 2.0 * dof, size=61))
+    assert np.all(half_dof < one) and np.all(one < two)
 
 
 def test_partial_coherence() -> None:

@@ -83,6 +83,8 @@ def _common_slide_options(func: F) -> F:
                      help="Run on an existing Dask cluster (tcp://host:port or a scheduler file) "
                           "instead of a local one."),
         click.option("--workers", type=int, default=None, help="Worker processes of the local cluster [cores]."),
+        click.option("--gpus", type=int, default=0, show_default=True,
+                     help="Local cluster of this many GPU workers instead (dask-cuda); restoration runs on them."),
         click.option("--tile-size", type=int, default=512, show_default=True,
                      help="Classification tile (blur map cell) in level-0 pixels."),
     ]
@@ -111,7 +113,7 @@ def _common_slide_options(func: F) -> F:
 @click.pass_context
 @_errors
 def run(ctx: click.Context, slide: Path, outputs: tuple[Path, ...], reader: str, mpp: float | None, method: str,
-        scheduler: str | None, workers: int | None, tile_size: int, report_dir: Path | None, ngff: str,
+        scheduler: str | None, workers: int | None, gpus: int, tile_size: int, report_dir: Path | None, ngff: str,
         compression: str, quality: int, keep_associated: bool, restart: bool, overwrite: bool) -> None:
     """Restore the blurred regions of SLIDE and write each OUTPUT plus a QC report."""
     from .pipeline import RunOptions, output_kind
@@ -122,7 +124,7 @@ def run(ctx: click.Context, slide: Path, outputs: tuple[Path, ...], reader: str,
     options = RunOptions(
         method=method, reader=reader, mpp=mpp, tile_size=tile_size, ngff=ngff, compression=compression,
         quality=quality, keep_associated=keep_associated, report_dir=report_dir, scheduler=scheduler,
-        workers=workers, restart=restart, overwrite=overwrite, progress=not ctx.obj["quiet"],
+        workers=workers, gpus=gpus, restart=restart, overwrite=overwrite, progress=not ctx.obj["quiet"],
     )
     result = run_slide(slide, outputs, options)
     s = result.summary
@@ -143,13 +145,13 @@ def run(ctx: click.Context, slide: Path, outputs: tuple[Path, ...], reader: str,
 @click.pass_context
 @_errors
 def qc(ctx: click.Context, slide: Path, reader: str, mpp: float | None, method: str, scheduler: str | None,
-       workers: int | None, tile_size: int, report_dir: Path | None) -> None:
+       workers: int | None, gpus: int, tile_size: int, report_dir: Path | None) -> None:
     """Classify SLIDE's tissue tiles and write the blur report only (no pixels rewritten)."""
     from .pipeline import RunOptions
     from .pipeline import qc as qc_slide
 
     options = RunOptions(method=method, reader=reader, mpp=mpp, tile_size=tile_size, scheduler=scheduler,
-                         workers=workers, progress=not ctx.obj["quiet"])
+                         workers=workers, gpus=gpus, progress=not ctx.obj["quiet"])
     result = qc_slide(slide, report_dir, options)
     s = result.summary
     fractions = s.get("class_fraction", {})
@@ -255,6 +257,64 @@ def restore(image: Path, output: Path, mpp: float | None, method: str, overwrite
 
 
 @main.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("-o", "--out", "outdir", type=click.Path(path_type=Path), required=True,
+              help="Output folder: one output and report per slide at the slide's relative path, plus "
+                   "batch_summary.json/.csv and index.html.")
+@click.option("--recursive", is_flag=True, help="Look for slides in subfolders too.")
+@click.option("--include", "include", multiple=True, metavar="GLOB",
+              help="Slide file pattern (repeat) [the endings OpenSlide and tiffslide read: *.svs, *.tif, ...].")
+@click.option("--exclude", "exclude", multiple=True, metavar="GLOB", help="Leave out matching files (repeat).")
+@click.option("--format", "formats", multiple=True, type=click.Choice(["ome.zarr", "tif", "ome.tif"]),
+              help="Output format per slide (repeat) [ome.zarr].")
+@click.option("--qc-only", is_flag=True, help="Reports and the index only; no slide is rewritten.")
+@click.option("--rescan-above", type=float, default=0.10, show_default=True,
+              help="Recommend a rescan when this share of the tissue area is blurred.")
+@_common_slide_options
+@click.option("--ngff", type=click.Choice(["0.4", "0.5"]), default="0.4", show_default=True,
+              help="OME-Zarr version.")
+@click.option("--compression", type=click.Choice(["jpeg", "zstd", "deflate", "lzw", "none"]), default="jpeg",
+              show_default=True, help="TIFF tile compression.")
+@click.option("--quality", type=click.IntRange(1, 100), default=90, show_default=True, help="JPEG quality.")
+@click.pass_context
+@_errors
+def batch(ctx: click.Context, folder: Path, outdir: Path, recursive: bool, include: tuple[str, ...],
+          exclude: tuple[str, ...], formats: tuple[str, ...], qc_only: bool, rescan_above: float, reader: str,
+          mpp: float | None, method: str, scheduler: str | None, workers: int | None, gpus: int, tile_size: int,
+          ngff: str, compression: str, quality: int) -> None:
+    """Process every slide in FOLDER: outputs and a QC report per slide, a summary and an HTML index.
+
+    Slides complete from an earlier run are skipped; a slide that fails is named with its reason and the others
+    go on (exit status 1 if any failed)."""
+    from .batch import SLIDE_PATTERNS, BatchOptions, SlideOutcome, recommendation, run_batch
+    from .pipeline import RunOptions
+
+    quiet = ctx.obj["quiet"]
+    options = BatchOptions(
+        recursive=recursive, include=include or SLIDE_PATTERNS, exclude=exclude, formats=formats or ("ome.zarr",),
+        qc_only=qc_only, rescan_above=rescan_above,
+        run=RunOptions(method=method, reader=reader, mpp=mpp, tile_size=tile_size, ngff=ngff,
+                       compression=compression, quality=quality, scheduler=scheduler, workers=workers,
+                       gpus=gpus, progress=not quiet),
+    )
+
+    def show(outcome: SlideOutcome, done: int, total: int) -> None:
+        what = "see below" if outcome.status == "failed" else recommendation(outcome, rescan_above)
+        if not quiet:
+            click.echo(f"[{done}/{total}] {outcome.job.relative}: {outcome.status} ({what}) in {outcome.seconds:.1f} s")
+
+    result = run_batch(folder, outdir, options, on_slide=show)
+    skipped = sum(o.status == "skipped" for o in result.outcomes)
+    rescan = sum(recommendation(o, rescan_above) == "rescan" for o in result.outcomes)
+    click.echo(f"{len(result.outcomes)} slides ({skipped} complete from earlier runs), {len(result.failed)} failed, "
+               f"{rescan} to rescan; index: {outdir / 'index.html'}")
+    if result.failed:
+        for o in result.failed:
+            click.echo(f"failed: {o.error}", err=True)
+        ctx.exit(1)
+
+
+@main.command()
 @click.argument("target", type=click.Choice(["classifier", "defocus", "motion"]))
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
               help="Model folder to write (config.json + weights); checkpoints go to OUT/checkpoint.")
@@ -269,12 +329,15 @@ def restore(image: Path, output: Path, mpp: float | None, method: str, overwrite
 @click.option("--learning-rate", type=float, default=None, help="Initial Adam learning rate (cosine decay).")
 @click.option("--bf16/--no-bf16", default=None, help="bfloat16 mixed precision [where the CPU has it].")
 @click.option("--threads", type=int, default=None, help="Compute threads [all].")
+@click.option("--init", default=None, metavar="MODEL",
+              help="Start from this trained model (registered name or model folder) instead of random weights.")
+@click.option("--model-version", default="1.0.0", show_default=True, help="Version written into config.json.")
 @click.option("--restart", is_flag=True, help="Discard checkpoints instead of resuming from them.")
 @click.option("--register", is_flag=True, help="Record the folder and its sha256 in the shipped registry.")
 @_errors
 def train(target: str, out_dir: Path, arch: str | None, steps: int | None, batch: int | None, patch: int | None,
           samples: int | None, seed: int, learning_rate: float | None, bf16: bool | None, threads: int | None,
-          restart: bool, register: bool) -> None:
+          init: str | None, model_version: str, restart: bool, register: bool) -> None:
     """Train a DBMID network (TARGET: classifier, defocus or motion) on synthetic blur of real tissue."""
     from dataclasses import replace
 
@@ -282,14 +345,15 @@ def train(target: str, out_dir: Path, arch: str | None, steps: int | None, batch
     from .training.train import train as train_model
 
     given: dict[str, Any] = {"steps": steps, "batch": batch, "patch": patch, "samples": samples,
-                             "learning_rate": learning_rate, "bfloat16": bf16, "threads": threads}
+                             "learning_rate": learning_rate, "bfloat16": bf16, "threads": threads, "init": init}
     settings = replace(TrainSettings(seed=seed), **{k: v for k, v in given.items() if v is not None})
 
     def show(epoch: int, epochs: int, logs: dict[str, float]) -> None:
         metrics = " ".join(f"{k} {v:.5f}" for k, v in logs.items())
         click.echo(f"epoch {epoch}/{epochs}  {metrics}")
 
-    folder = train_model(target, out_dir, settings, arch=arch, restart=restart, on_epoch=show)
+    folder = train_model(target, out_dir, settings, arch=arch, version=model_version, restart=restart,
+                         on_epoch=show)
     click.echo(f"model written to {folder}")
     if register:
         from .models.registry import PRETRAINED

@@ -1,4 +1,9 @@
-"""Connecting to Dask: an embedded local cluster on loopback by default, or an existing scheduler."""
+"""Connecting to Dask: an embedded local cluster on loopback by default, or an existing scheduler.
+
+GPU workers advertise the resource :data:`GPU_RESOURCE` (``dask worker --resources GPU=1``; dask-cuda's
+``LocalCUDACluster`` for ``--gpus`` on one machine). Restoration tasks ask for it only when the scheduler reports
+a worker that has it (:func:`gpu_resources`): a task asking for a resource no worker has waits forever, silently.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,12 @@ from contextlib import contextmanager
 import psutil
 from distributed import Client, LocalCluster
 
+from ._types import UsageError
+
 logger = logging.getLogger(__name__)
 
+#: The resource GPU workers advertise; restoration tasks ask for one unit of it.
+GPU_RESOURCE = "GPU"
 #: Memory kept back for the client process and the operating system when sizing local workers (bytes).
 RESERVED_MEMORY = 2 * 2**30
 
@@ -24,13 +33,35 @@ def local_worker_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def gpu_resources(client: Client) -> dict[str, float] | None:
+    """``{"GPU": 1}`` when a worker of the cluster advertises the GPU resource, else None (ask for nothing)."""
+    workers = client.scheduler_info(n_workers=-1).get("workers", {})
+    has_gpu = any(float((w.get("resources") or {}).get(GPU_RESOURCE, 0)) >= 1 for w in workers.values())
+    return {GPU_RESOURCE: 1} if has_gpu else None
+
+
+def _local_cuda_cluster(gpus: int) -> LocalCluster:
+    try:
+        from dask_cuda import LocalCUDACluster
+    except ImportError as err:
+        raise UsageError("--gpus needs dask-cuda on this machine (pip install dask-cuda)") from err
+    cluster: LocalCluster = LocalCUDACluster(
+        CUDA_VISIBLE_DEVICES=list(range(gpus)), threads_per_worker=1, host="127.0.0.1",
+        dashboard_address="127.0.0.1:0", resources={GPU_RESOURCE: 1}, silence_logs=logging.ERROR,
+    )
+    return cluster
+
+
 @contextmanager
-def dask_client(scheduler: str | None = None, n_workers: int | None = None) -> Iterator[Client]:
-    """A client on ``scheduler`` (``tcp://host:port`` or a scheduler file), or on a fresh local cluster.
+def dask_client(scheduler: str | None = None, n_workers: int | None = None, gpus: int = 0) -> Iterator[Client]:
+    """A client on ``scheduler`` (``tcp://host:port``, ``tls://...`` or a scheduler file), or on a fresh local
+    cluster.
 
     The local cluster binds its scheduler and dashboard to 127.0.0.1 only and runs one single-threaded worker
     process per core (the numerical work releases the GIL poorly and models are not thread-safe), sharing the
-    machine's memory less a reserve.
+    machine's memory less a reserve. With ``gpus`` it is dask-cuda's ``LocalCUDACluster`` instead: one worker
+    per GPU, each advertising the GPU resource. TLS settings for remote schedulers come from Dask's
+    configuration (``distributed.comm.tls.*``), as for any Dask client.
     """
     if not logger.isEnabledFor(logging.DEBUG):
         # Dask logs every worker start and stop at INFO; keep the terminal for progress and real problems
@@ -44,6 +75,11 @@ def dask_client(scheduler: str | None = None, n_workers: int | None = None) -> I
             yield client
         finally:
             client.close()
+        return
+    if gpus:
+        with _local_cuda_cluster(gpus) as cluster, Client(cluster) as client:
+            logger.info("local CUDA cluster: %d GPU workers, dashboard %s", gpus, client.dashboard_link)
+            yield client
         return
     workers = n_workers or local_worker_count()
     memory = max(2**30, (psutil.virtual_memory().total - RESERVED_MEMORY) // workers)

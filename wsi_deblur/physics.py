@@ -10,7 +10,11 @@ beyond the Nyquist frequency of a 0.5 um pixel) and integrated over each pixel, 
 Three refinements make the family wide enough to contain real scanners' blur:
 
 * **Section thickness.** A section is a few micrometres thick, so every depth in it is seen at a different
-  defocus: the PSF is averaged over ``z +- thickness / 2`` (midpoint rule).
+  defocus: the PSF is averaged over ``z +- t / 2`` (midpoint rule). These PSFs blur real in-focus scans,
+  which already show their own section's depth, so what defocus adds is the spread of depths *around* ``z``:
+  ``t = min(thickness, |z|)``. In focus (``z = 0``) nothing is added; far from focus the whole section
+  spreads the blur; and the blur at ``z`` stays within ``|z| / 2 .. 3 |z| / 2``, so a sample keeps its class
+  (DESIGN.md's bands are in DOF units of ``z``).
 * **Partial coherence.** Brightfield illumination comes from a condenser of numerical aperture
   ``sigma * NA``. For a weakly absorbing specimen the image is linear in the specimen's transmission, with the
   weak-object transfer function ``C(g) = integral S(s) P(s + g) conj(P(s)) ds`` (S: the condenser disc). Its
@@ -210,9 +214,10 @@ def _auto_oversample(optics: Optics) -> int:
 
 
 def _depths(optics: Optics, z_um: float) -> np.ndarray:
-    """Depths (um) the PSF is averaged over: midpoints across ``z +- thickness / 2``. The step keeps the
-    geometric blur radius within one pixel per step and under a quarter of the wave-optical depth of field."""
-    t = optics.thickness_um
+    """Depths (um) the PSF is averaged over: midpoints across ``z +- t / 2`` with ``t = min(thickness, |z|)``
+    (see the module docstring). The step keeps the geometric blur radius within one pixel per step and under a
+    quarter of the wave-optical depth of field."""
+    t = min(optics.thickness_um, abs(z_um))
     if t == 0.0:
         return np.array([z_um])
     tan_theta = optics.na / math.sqrt(1.0 - optics.na**2)

@@ -7,6 +7,7 @@ keeps only the blur map. See DESIGN.md, "Data flow".
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import shutil
@@ -24,7 +25,7 @@ from ._types import OutputError, SlideError, UsageError
 from ._version import __version__
 from .blend import ramp_width
 from .blurmap import DEFAULT_MIN_BLUR_PROBABILITY, BlurMap
-from .cluster import dask_client
+from .cluster import dask_client, gpu_resources
 from .methods import DEFAULT_METHOD, method_info
 from .report import write_report
 from .slide import SlideSource, open_slide
@@ -78,6 +79,7 @@ class RunOptions:
     report_dir: Path | None = None
     scheduler: str | None = None
     workers: int | None = None
+    gpus: int = 0
     restart: bool = False
     overwrite: bool = False
     min_blur_probability: float = DEFAULT_MIN_BLUR_PROBABILITY
@@ -92,6 +94,13 @@ class RunOptions:
             raise UsageError(f"--quality must be within 1..100, not {self.quality}")
         if self.mpp is not None and not MPP_RANGE[0] <= self.mpp <= MPP_RANGE[1]:
             raise UsageError(f"--mpp {self.mpp} is not a plausible pixel size (0.05 to 20 um/px)")
+        if self.gpus < 0:
+            raise UsageError(f"--gpus must be 0 or more, not {self.gpus}")
+        if self.gpus and self.scheduler:
+            raise UsageError("--gpus starts a local GPU cluster; with --scheduler, start GPU workers there "
+                             "(dask worker --resources GPU=1)")
+        if self.gpus and importlib.util.find_spec("dask_cuda") is None:
+            raise UsageError("--gpus needs dask-cuda on this machine (pip install dask-cuda)")
         if self.tile_size % 16 or self.block % self.chunk or self.chunk % 16:
             raise UsageError("tile and chunk sizes must be multiples of 16 and the block a multiple of the chunk")
 
@@ -245,7 +254,10 @@ def restore_slide(
         nonlocal restored
         restored += int(result)
 
-    _gather(client, client.map(restore_block, jobs, retries=2, pure=False), progress, "restore", count)
+    # on GPU workers where the cluster has them (DESIGN.md: a resource nobody has would wait forever)
+    resources = gpu_resources(client)
+    futures = client.map(restore_block, jobs, retries=2, pure=False, resources=resources)
+    _gather(client, futures, progress, "restore", count)
     return restored
 
 
@@ -377,7 +389,8 @@ def run(
             associated = {n: source.read_associated(n) for n in source.associated_names}
         provenance = _provenance(options, mpp, slide_path)
         timings: dict[str, float] = {}
-        with _progress(options.progress) as progress, dask_client(options.scheduler, options.workers) as client:
+        with _progress(options.progress) as progress, \
+                dask_client(options.scheduler, options.workers, options.gpus) as client:
             t = time.perf_counter()
             if work.blurmap_path.exists():
                 blurmap = BlurMap.load(work.blurmap_path)
@@ -418,7 +431,8 @@ def qc(
     with open_checked(slide_path, options.reader, options.mpp) as source:
         mpp = float(source.mpp)  # type: ignore[arg-type]
         key = SlideKey(str(slide_path.resolve()), options.reader, options.mpp)
-        with _progress(options.progress) as progress, dask_client(options.scheduler, options.workers) as client:
+        with _progress(options.progress) as progress, \
+                dask_client(options.scheduler, options.workers, options.gpus) as client:
             blurmap = classify_slide(client, source, key, options, mpp, progress)
         target = Path(report_dir) if report_dir else Path.cwd() / (slide_path.stem + ".report")
         provenance = _provenance(options, mpp, slide_path)

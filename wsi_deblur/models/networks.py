@@ -15,10 +15,12 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import keras
-from keras import layers
-
+from .backend import native_output_silenced
 from .config import Architecture, ModelConfig
+
+with native_output_silenced():  # the backend's native start-up lines (see .backend)
+    import keras
+    from keras import layers
 
 #: Pixel size the classifier's mpp input is expressed against (log2(mpp / REFERENCE_MPP)).
 REFERENCE_MPP = 0.5

@@ -69,7 +69,7 @@ def model_folder(name_or_path: str | Path) -> tuple[Path, str | None]:
 
 def load_folder(folder: Path, expected_sha256: str | None = None) -> LoadedModel:
     """Build the network described by ``folder/config.json`` and load its weights (checked against the sum)."""
-    from .networks import build
+    from .backend import native_output_silenced
 
     config = ModelConfig.load(folder / "config.json")
     weights = folder / config.weights
@@ -78,8 +78,11 @@ def load_folder(folder: Path, expected_sha256: str | None = None) -> LoadedModel
     digest = sha256(weights)
     if expected_sha256 is not None and digest != expected_sha256:
         raise ValueError(f"{weights}: sha256 {digest[:12]}... does not match the registry ({expected_sha256[:12]}...)")
-    network = build(config)
-    network.load_weights(str(weights))
+    with native_output_silenced():
+        from .networks import build
+
+        network = build(config)
+        network.load_weights(str(weights))
     return LoadedModel(config=config, network=network, folder=folder, sha256=digest)
 
 

@@ -127,7 +127,7 @@ AS_SCANNED_FRACTION = 0.25
 #: drawn per sample), between :data:`MIN_PSFS` and :data:`MAX_PSFS` per call unless the caller says otherwise.
 SAMPLES_PER_PSF = 32
 MIN_PSFS = 4
-MAX_PSFS = 160
+MAX_PSFS = 512
 #: Random optics are redrawn until their pixel size can be made from the split's sources.
 OPTICS_TRIES = 1000
 

@@ -1,8 +1,10 @@
 """``wsi-deblur train classifier|defocus|motion``: train a DBMID network and write a model folder.
 
 Training data is synthesised from real in-focus tissue (:mod:`wsi_deblur.training.data`). Runs resume from the
-checkpoint folder after an interruption (Keras ``BackupAndRestore``). The model folder written at the end holds
-``config.json`` and weights only (no optimizer state).
+checkpoint folder after an interruption (Keras ``BackupAndRestore``). A run can start from a trained model of the
+same architecture (``TrainSettings.init``: a registered name or a model folder) and go on training it on new
+data; the config then records what it started from. The model folder written at the end holds ``config.json``
+and weights only (no optimizer state).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class TrainSettings:
     steps_per_epoch: int = 200
     bfloat16: bool | None = None  # None: where the CPU has AMX or AVX512-BF16
     threads: int | None = None
+    init: str | None = None  # start from this model (registered name or folder) instead of random weights
 
 
 def cpu_has_bf16() -> bool:
@@ -90,8 +93,10 @@ def _setup_keras(settings: TrainSettings) -> tuple[Any, str]:
     if settings.threads:
         os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(settings.threads))
         os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
-    import keras
+    from ..models.backend import native_output_silenced
 
+    with native_output_silenced():
+        import keras
     use_bf16 = cpu_has_bf16() if settings.bfloat16 is None else settings.bfloat16
     policy = "mixed_bfloat16" if use_bf16 else "float32"
     keras.mixed_precision.set_dtype_policy(policy)
@@ -110,12 +115,30 @@ def export_weights(network: Any, config: ModelConfig, path: Path) -> None:
     tmp.replace(path)
 
 
+def _initialise(network: Any, config: ModelConfig, init: str) -> dict[str, Any]:
+    """Copy a trained model's weights into ``network`` (same architecture); what it was, for the config."""
+    from ..models.registry import load_folder, model_folder
+
+    folder, expected = model_folder(init)
+    prior = load_folder(folder, expected)
+    if (prior.config.kind, prior.config.architecture, prior.config.input_size) != (
+        config.kind, config.architecture, config.input_size
+    ):
+        raise ValueError(f"--init {init}: {prior.version} is not a {config.architecture.type} "
+                         f"{config.kind} of the same architecture as {config.name}")
+    network.set_weights(prior.network.get_weights())
+    logger.info("starting from %s (sha256 %s)", prior.version, prior.sha256[:12])
+    return {"model": prior.version, "sha256": prior.sha256, "steps": prior.config.training.get("steps"),
+            "samples": prior.config.training.get("data", {}).get("samples")}
+
+
 def train(
     target: str,
     out_dir: str | Path,
     settings: TrainSettings | None = None,
     *,
     arch: str | None = None,
+    version: str = "1.0.0",
     restart: bool = False,
     data_dir: str | Path | None = None,
     on_epoch: Callable[[int, int, dict[str, float]], None] | None = None,
@@ -128,7 +151,7 @@ def train(
     from . import data
 
     settings = settings or TrainSettings()
-    config = default_config(target, arch)
+    config = default_config(target, arch, version)
     out = Path(out_dir)
     checkpoint = out / "checkpoint"
     if restart and checkpoint.exists():
@@ -157,6 +180,7 @@ def train(
         metrics = []
     data_seconds = time.time() - started
     network = build(config)
+    initialised = _initialise(network, config, settings.init) if settings.init else None
     steps_per_epoch = min(settings.steps_per_epoch, settings.steps)
     epochs = max(1, settings.steps // steps_per_epoch)
     schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, epochs * steps_per_epoch,
@@ -208,6 +232,7 @@ def train(
         "steps": epochs * steps_per_epoch, "batch": settings.batch,
         "optimizer": f"Adam, lr {settings.learning_rate:g} with cosine decay",
         "loss": loss, "dtype_policy": policy, "final": final,
+        **({"initialised_from": initialised} if initialised else {}),
         "seconds": round(seconds, 1), "data_seconds": round(data_seconds, 1),
     })
     trained.save(folder / "config.json")
