@@ -45,5 +45,8 @@ $(STAMP): pyproject.toml | system-deps
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+bench: $(STAMP)
+	$(BIN)/python benchmarks/suite.py --out benchmarks/results
+
 clean:
 	rm -rf $(OUT) .pytest_cache .mypy_cache .ruff_cache
