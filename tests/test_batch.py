@@ -24,13 +24,14 @@ def _invoke(*args: str) -> tuple[int, str, str]:
 
 @pytest.fixture
 def scans(tmp_path: Path, slides_dir: Path, sample_slides: Path) -> Path:
-    """Two good slides (the blurred sample and a 16 x 16 slide), a truncated SVS and a text file named .svs."""
+    """Two good slides (the blurred sample and a 16 x 16 slide), a truncated TIFF (the first third of an SVS)
+    and a text file named .svs."""
     folder = tmp_path / "scans"
     folder.mkdir()
     shutil.copy(sample_slides / "CMU-1-blurred.svs", folder / "blurred.svs")
     shutil.copy(slides_dir / "small.svs", folder / "small.svs")
     data = (slides_dir / "CMU-1-Small-Region.svs").read_bytes()
-    (folder / "truncated.svs").write_bytes(data[: len(data) // 3])
+    (folder / "truncated.tif").write_bytes(data[: len(data) // 3])
     (folder / "notes.svs").write_text("not a slide\n")
     return folder
 
@@ -39,7 +40,7 @@ def test_batch_finishes_the_good_slides_names_the_bad_and_skips_what_is_done(sca
     out = tmp_path / "out"
     code, stdout, stderr = _invoke("-q", "batch", str(scans), "-o", str(out), "--format", "tif")
     assert code == 1, stdout + stderr
-    assert f"failed: {scans / 'truncated.svs'}" in stderr and f"failed: {scans / 'notes.svs'}" in stderr
+    assert f"failed: {scans / 'truncated.tif'}" in stderr and f"failed: {scans / 'notes.svs'}" in stderr
     for good in ("blurred", "small"):
         assert (out / f"{good}.tif").exists()
         assert (out / f"{good}.report" / "summary.json").exists()
@@ -49,7 +50,7 @@ def test_batch_finishes_the_good_slides_names_the_bad_and_skips_what_is_done(sca
         assert not (out / f"{bad}.tif").exists() and not (out / f"{bad}.tif.partial").exists()
     summary = json.loads((out / "batch_summary.json").read_text())
     status = {r["slide"]: r["status"] for r in summary["results"]}
-    assert status == {"blurred.svs": "done", "notes.svs": "failed", "small.svs": "done", "truncated.svs": "failed"}
+    assert status == {"blurred.svs": "done", "notes.svs": "failed", "small.svs": "done", "truncated.tif": "failed"}
     rows = {r["slide"]: r for r in summary["results"]}
     assert rows["blurred.svs"]["recommendation"] == "rescan"  # a third of its tissue was blurred on purpose
     assert rows["blurred.svs"]["blurred_fraction"] > 0.1
@@ -58,10 +59,15 @@ def test_batch_finishes_the_good_slides_names_the_bad_and_skips_what_is_done(sca
     assert csv_lines[0].startswith("slide,status,recommendation") and len(csv_lines) == 5
 
     before = {p: p.stat().st_mtime_ns for p in (out / "blurred.tif", out / "small.tif")}
+    # the same command again: the finished slides are skipped, the bad ones fail again with their reasons
+    code, stdout, stderr = _invoke("-q", "batch", str(scans), "-o", str(out), "--format", "tif")
+    assert code == 1 and "2 complete from earlier runs" in stdout
+    assert f"failed: {scans / 'truncated.tif'}" in stderr and f"failed: {scans / 'notes.svs'}" in stderr
+    assert {p: p.stat().st_mtime_ns for p in before} == before
     # again, without the bad files, on a scheduler address where nothing listens: finished slides are skipped
     # before any cluster is contacted, so nothing fails and nothing is rewritten
     code, stdout, stderr = _invoke("-q", "batch", str(scans), "-o", str(out), "--format", "tif",
-                                   "--exclude", "truncated.svs", "--exclude", "notes.svs",
+                                   "--exclude", "truncated.tif", "--exclude", "notes.svs",
                                    "--scheduler", "tcp://127.0.0.1:9")
     assert code == 0, stdout + stderr
     assert "2 complete from earlier runs" in stdout
@@ -84,7 +90,7 @@ def test_qc_only_batch_index_opens_in_a_headless_browser(scans: Path, tmp_path: 
         capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(tmp_path)},
     ).stdout
     assert 'id="slides"' in dom
-    for name in ("blurred.svs", "small.svs", "truncated.svs", "notes.svs"):
+    for name in ("blurred.svs", "small.svs", "truncated.tif", "notes.svs"):
         assert f'data-slide="{name}"' in dom, name
     assert 'src="blurred.report/blurmap.png"' in dom and (out / "blurred.report" / "blurmap.png").exists()
     # slides to rescan come first

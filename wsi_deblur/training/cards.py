@@ -101,6 +101,12 @@ def write_model_card(folder: str | Path, evaluation: dict[str, Any] | None = Non
         f"{t.get('data_seconds', 0):.0f} s). Final: "
         + ", ".join(f"{k} {v:.5f}" for k, v in t.get("final", {}).items()) + ".",
     ]
+    init = t.get("initialised_from")
+    if init:
+        lines.insert(lines.index("## Training") + 2,
+                     f"* Started from {init.get('model')} (sha256 `{str(init.get('sha256', ''))[:16]}...`, "
+                     f"{init.get('steps')} steps on {init.get('samples')} samples; in the repository's history) "
+                     "and trained on as below, on data from the current blur physics.")
     if command:
         lines.append(f"* Reproduce: `{command}`")
     lines += ["", "## Evaluation (held-out source images)", "", *_evaluation_lines(config.name, evaluation)]
