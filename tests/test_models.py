@@ -176,6 +176,23 @@ def test_restore_image_raises_ssim_on_a_defocused_example(tiles_dir: Path) -> No
 
 
 @shipped
+def test_bfloat16_restores_as_well_as_float32(tiles_dir: Path) -> None:
+    from wsi_deblur import restore_image
+    from wsi_deblur.methods import get_method
+
+    sharp = _sharp_crop(tiles_dir, 384)
+    optics = physics.SCANNER_20X
+    blurred = physics.degrade(sharp, optics, 2.5 * optics.dof_um, rng=np.random.default_rng(3), jpeg_quality=90)
+    out = {p: restore_image(blurred, mpp=optics.mpp, method="dbmid", precision=p) for p in ("float32", "bfloat16")}
+    assert get_method("dbmid", "bfloat16").restorers["defocus"].network.dtype_policy.compute_dtype == "bfloat16"
+    assert not np.array_equal(out["float32"], out["bfloat16"])  # bfloat16 arithmetic really ran
+    ssim = {p: structural_similarity(sharp, y, channel_axis=2) for p, y in out.items()}
+    assert abs(ssim["bfloat16"] - ssim["float32"]) < 0.002, ssim
+    with pytest.raises(ValueError, match="precision"):
+        get_method("dbmid", "float16")
+
+
+@shipped
 def test_method_info_matches_the_built_method_without_loading_networks() -> None:
     from wsi_deblur.methods import get_method, method_info
 

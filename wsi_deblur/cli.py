@@ -71,6 +71,11 @@ def _slide_argument() -> Callable[[F], F]:
     return click.argument("slide", type=click.Path(path_type=Path))
 
 
+_precision_option = click.option(
+    "--precision", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto", show_default=True,
+    help="Network arithmetic; auto: bfloat16 where the CPU has it (AMX or AVX512-BF16), else float32.")
+
+
 def _common_slide_options(func: F) -> F:
     options = [
         click.option("--reader", type=click.Choice(READERS), default="openslide", show_default=True,
@@ -83,6 +88,7 @@ def _common_slide_options(func: F) -> F:
                      help="Run on an existing Dask cluster (tcp://host:port or a scheduler file) "
                           "instead of a local one."),
         click.option("--workers", type=int, default=None, help="Worker processes of the local cluster [cores]."),
+        _precision_option,
         click.option("--gpus", type=int, default=0, show_default=True,
                      help="Local cluster of this many GPU workers instead (dask-cuda); restoration runs on them."),
         click.option("--tile-size", type=int, default=512, show_default=True,
@@ -113,7 +119,8 @@ def _common_slide_options(func: F) -> F:
 @click.pass_context
 @_errors
 def run(ctx: click.Context, slide: Path, outputs: tuple[Path, ...], reader: str, mpp: float | None, method: str,
-        scheduler: str | None, workers: int | None, gpus: int, tile_size: int, report_dir: Path | None, ngff: str,
+        scheduler: str | None, workers: int | None, precision: str, gpus: int, tile_size: int,
+        report_dir: Path | None, ngff: str,
         compression: str, quality: int, keep_associated: bool, restart: bool, overwrite: bool) -> None:
     """Restore the blurred regions of SLIDE and write each OUTPUT plus a QC report."""
     from .pipeline import RunOptions, output_kind
@@ -124,7 +131,8 @@ def run(ctx: click.Context, slide: Path, outputs: tuple[Path, ...], reader: str,
     options = RunOptions(
         method=method, reader=reader, mpp=mpp, tile_size=tile_size, ngff=ngff, compression=compression,
         quality=quality, keep_associated=keep_associated, report_dir=report_dir, scheduler=scheduler,
-        workers=workers, gpus=gpus, restart=restart, overwrite=overwrite, progress=not ctx.obj["quiet"],
+        workers=workers, gpus=gpus, precision=precision, restart=restart, overwrite=overwrite,
+        progress=not ctx.obj["quiet"],
     )
     result = run_slide(slide, outputs, options)
     s = result.summary
@@ -145,13 +153,13 @@ def run(ctx: click.Context, slide: Path, outputs: tuple[Path, ...], reader: str,
 @click.pass_context
 @_errors
 def qc(ctx: click.Context, slide: Path, reader: str, mpp: float | None, method: str, scheduler: str | None,
-       workers: int | None, gpus: int, tile_size: int, report_dir: Path | None) -> None:
+       workers: int | None, precision: str, gpus: int, tile_size: int, report_dir: Path | None) -> None:
     """Classify SLIDE's tissue tiles and write the blur report only (no pixels rewritten)."""
     from .pipeline import RunOptions
     from .pipeline import qc as qc_slide
 
     options = RunOptions(method=method, reader=reader, mpp=mpp, tile_size=tile_size, scheduler=scheduler,
-                         workers=workers, gpus=gpus, progress=not ctx.obj["quiet"])
+                         workers=workers, gpus=gpus, precision=precision, progress=not ctx.obj["quiet"])
     result = qc_slide(slide, report_dir, options)
     s = result.summary
     fractions = s.get("class_fraction", {})
@@ -208,14 +216,15 @@ def _read_image(path: Path) -> Any:
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--mpp", type=float, default=None, help="Pixel size in um/px [0.5].")
 @click.option("--method", type=click.Choice(METHOD_NAMES), default=DEFAULT_METHOD, show_default=True)
+@_precision_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per image.")
 @_errors
-def classify(images: tuple[Path, ...], mpp: float | None, method: str, as_json: bool) -> None:
+def classify(images: tuple[Path, ...], mpp: float | None, method: str, precision: str, as_json: bool) -> None:
     """Blur class of single images (PNG, TIFF, JPEG): in_focus, defocus, motion or mixed."""
     from .api import classify_image
 
     for path in images:
-        prediction = classify_image(_read_image(path), mpp=mpp, method=method)
+        prediction = classify_image(_read_image(path), mpp=mpp, method=method, precision=precision)
         if as_json:
             click.echo(json.dumps({"image": str(path), "label": prediction.label,
                                    "probabilities": prediction.probabilities}))
@@ -229,9 +238,10 @@ def classify(images: tuple[Path, ...], mpp: float | None, method: str, as_json: 
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Restored image file.")
 @click.option("--mpp", type=float, default=None, help="Pixel size in um/px [0.5].")
 @click.option("--method", type=click.Choice(METHOD_NAMES), default=DEFAULT_METHOD, show_default=True)
+@_precision_option
 @click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
 @_errors
-def restore(image: Path, output: Path, mpp: float | None, method: str, overwrite: bool) -> None:
+def restore(image: Path, output: Path, mpp: float | None, method: str, precision: str, overwrite: bool) -> None:
     """Classify one image and restore it as its blur class asks (an in-focus image is copied unchanged)."""
     if output.suffix.lower() not in IMAGE_ENDINGS:
         raise UsageError(f"{output}: unknown image format; end the name with one of {', '.join(IMAGE_ENDINGS)}")
@@ -244,7 +254,7 @@ def restore(image: Path, output: Path, mpp: float | None, method: str, overwrite
     from .api import restore_image
 
     pixels = _read_image(image)
-    result = restore_image(pixels, mpp=mpp, method=method)
+    result = restore_image(pixels, mpp=mpp, method=method, precision=precision)
     tmp = output.with_name(output.name + ".partial" + output.suffix)
     try:
         Image.fromarray(result).save(tmp, quality=95) if output.suffix.lower() in (".jpg", ".jpeg") \
@@ -280,8 +290,8 @@ def restore(image: Path, output: Path, mpp: float | None, method: str, overwrite
 @_errors
 def batch(ctx: click.Context, folder: Path, outdir: Path, recursive: bool, include: tuple[str, ...],
           exclude: tuple[str, ...], formats: tuple[str, ...], qc_only: bool, rescan_above: float, reader: str,
-          mpp: float | None, method: str, scheduler: str | None, workers: int | None, gpus: int, tile_size: int,
-          ngff: str, compression: str, quality: int) -> None:
+          mpp: float | None, method: str, scheduler: str | None, workers: int | None, precision: str, gpus: int,
+          tile_size: int, ngff: str, compression: str, quality: int) -> None:
     """Process every slide in FOLDER: outputs and a QC report per slide, a summary and an HTML index.
 
     Slides complete from an earlier run are skipped; a slide that fails is named with its reason and the others
@@ -295,7 +305,7 @@ def batch(ctx: click.Context, folder: Path, outdir: Path, recursive: bool, inclu
         qc_only=qc_only, rescan_above=rescan_above,
         run=RunOptions(method=method, reader=reader, mpp=mpp, tile_size=tile_size, ngff=ngff,
                        compression=compression, quality=quality, scheduler=scheduler, workers=workers,
-                       gpus=gpus, progress=not quiet),
+                       gpus=gpus, precision=precision, progress=not quiet),
     )
 
     def show(outcome: SlideOutcome, done: int, total: int) -> None:

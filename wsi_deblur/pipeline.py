@@ -27,6 +27,7 @@ from .blend import ramp_width
 from .blurmap import DEFAULT_MIN_BLUR_PROBABILITY, BlurMap
 from .cluster import dask_client, gpu_resources
 from .methods import DEFAULT_METHOD, method_info
+from .models.backend import PRECISIONS
 from .report import write_report
 from .slide import SlideSource, open_slide
 from .tasks import BlockJob, ClassifyJob, DownsampleJob, SlideKey, classify_cells, downsample_block, restore_block
@@ -80,6 +81,7 @@ class RunOptions:
     scheduler: str | None = None
     workers: int | None = None
     gpus: int = 0
+    precision: str = "auto"
     restart: bool = False
     overwrite: bool = False
     min_blur_probability: float = DEFAULT_MIN_BLUR_PROBABILITY
@@ -94,6 +96,8 @@ class RunOptions:
             raise UsageError(f"--quality must be within 1..100, not {self.quality}")
         if self.mpp is not None and not MPP_RANGE[0] <= self.mpp <= MPP_RANGE[1]:
             raise UsageError(f"--mpp {self.mpp} is not a plausible pixel size (0.05 to 20 um/px)")
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         if self.gpus < 0:
             raise UsageError(f"--gpus must be 0 or more, not {self.gpus}")
         if self.gpus and self.scheduler:
@@ -211,7 +215,8 @@ def classify_slide(
     blurmap = BlurMap.empty(width, height, options.tile_size, tissue)
     cells = [(int(r), int(c)) for r, c in zip(*np.nonzero(tissue), strict=True)]
     jobs = [
-        ClassifyJob(key, tuple(cells[i : i + CELLS_PER_TASK]), options.tile_size, options.method, mpp)
+        ClassifyJob(key, tuple(cells[i : i + CELLS_PER_TASK]), options.tile_size, options.method, mpp,
+                    options.precision)
         for i in range(0, len(cells), CELLS_PER_TASK)
     ]
     futures = client.map(classify_cells, jobs, retries=2, pure=False)
@@ -233,6 +238,7 @@ def _block_job(
     return BlockJob(
         slide=key, zarr_path=str(work.zarr_path), box=box, actions=window,
         cell_origin=(rows.start, cols.start), tile_size=blurmap.tile_size, method=options.method, mpp=mpp,
+        precision=options.precision,
         marker=str(work.marker(0, box.y, box.x)),
     )
 
@@ -343,7 +349,7 @@ def export_outputs(
 
 def _fingerprint(slide: Path, options: RunOptions, mpp: float, method_version: str) -> dict[str, Any]:
     steering = {k: v for k, v in asdict(options).items() if k in (
-        "method", "reader", "tile_size", "block", "chunk", "ngff", "min_blur_probability")}
+        "method", "reader", "tile_size", "block", "chunk", "ngff", "min_blur_probability", "precision")}
     return {
         "input": input_identity(slide), "mpp": mpp, "options": steering,
         "method_version": method_version, "software": __version__,
@@ -357,6 +363,7 @@ def _provenance(options: RunOptions, mpp: float, slide: Path) -> dict[str, Any]:
         "method": options.method,
         "method_version": version,
         "models": models,
+        "precision": options.precision,
         "source": slide.name,
         "mpp": mpp,
     }

@@ -35,6 +35,7 @@ class ClassifyJob:
     tile_size: int
     method: str
     mpp: float
+    precision: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class BlockJob:
     method: str
     mpp: float
     marker: str
+    precision: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ def classify_cells(job: ClassifyJob) -> tuple[tuple[tuple[int, int], ...], np.nd
     for row, col in job.cells:
         b = cell_read_box(row, col, job.tile_size, width, height)
         tiles.append(source.read(0, b.x, b.y, b.w, b.h))
-    probabilities = get_method(job.method).classify(np.stack(tiles), job.mpp)
+    probabilities = get_method(job.method, job.precision).classify(np.stack(tiles), job.mpp)
     return job.cells, np.asarray(probabilities, dtype=np.float32)
 
 
@@ -87,7 +89,8 @@ def restore_block(job: BlockJob) -> bool:
         return source.read(0, x, y, w, h)
 
     pixels, label, restored = restore_box(
-        read, width, height, job.box, job.actions, job.cell_origin, job.tile_size, get_method(job.method), job.mpp
+        read, width, height, job.box, job.actions, job.cell_origin, job.tile_size,
+        get_method(job.method, job.precision), job.mpp
     )
     omezarr.write_block(job.zarr_path, 0, job.box.y, job.box.x, pixels, label)
     _mark_done(job.marker)

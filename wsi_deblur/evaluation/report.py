@@ -40,7 +40,11 @@ def _markdown(result: dict[str, Any]) -> str:
     names = list(result["methods"])
     series = [BASELINE, *names]
     src = ", ".join(f"{x['name']} ({x['stain']}, {x['mpp']} µm/px)" for x in s["sources"])
-    versions = "; ".join(f"{n} {result['methods'][n]['version']}" for n in names)
+    versions = "; ".join(
+        f"{n} {result['methods'][n]['version']}"
+        + (f" ({result['methods'][n]['precision']})" if result["methods"][n].get("precision") else "")
+        for n in names
+    )
     out = [
         "# Blur classification and restoration on held-out tissue",
         "",

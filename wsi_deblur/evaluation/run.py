@@ -59,7 +59,9 @@ def available_methods() -> list[str]:
 
 def _method_info(method: Method) -> dict[str, Any]:
     models = getattr(method, "models", {})
-    return {"version": str(method.version), "models": {str(k): str(v) for k, v in dict(models).items()}}
+    info = {"version": str(method.version), "models": {str(k): str(v) for k, v in dict(models).items()}}
+    precision = getattr(method, "precision", None)
+    return {**info, "precision": precision} if precision else info
 
 
 

@@ -40,8 +40,9 @@ def method_info(name: str) -> tuple[str, dict[str, str]]:
 
 
 @functools.cache
-def get_method(name: str) -> Method:
-    """The method called ``name``, built once per process (workers reuse it across tasks)."""
+def get_method(name: str, precision: str = "auto") -> Method:
+    """The method called ``name``, built once per process and precision (workers reuse it across tasks).
+    ``precision`` (auto, float32, bfloat16) applies to methods with networks; see :mod:`..models.backend`."""
     try:
         target = METHODS[name]
     except KeyError:
@@ -49,6 +50,9 @@ def get_method(name: str) -> Method:
     import importlib
 
     module_name, class_name = target.split(":")
+    import inspect
+
     cls = getattr(importlib.import_module(module_name), class_name)
-    method: Method = cls()
+    takes_precision = "precision" in inspect.signature(cls).parameters
+    method: Method = cls(precision=precision) if takes_precision else cls()
     return method

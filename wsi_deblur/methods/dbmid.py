@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..models.backend import resolve_precision
 from ..models.networks import REFERENCE_MPP, receptive_radius
 from ..models.registry import LoadedModel, load_model
 from . import DBMID_CLASSIFIER as CLASSIFIER
@@ -27,14 +28,17 @@ class DBMIDMethod:
 
     name = "dbmid"
 
-    def __init__(self, classifier: str = CLASSIFIER, restorers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, classifier: str = CLASSIFIER, restorers: dict[str, str] | None = None, precision: str = "auto"
+    ) -> None:
         tf_logger = logging.getLogger("tensorflow")
         if tf_logger.level == logging.NOTSET:
             # tiles of new shapes retrace the predict function: expected here, and not the user's concern
             tf_logger.setLevel(logging.ERROR)
-        self.classifier: LoadedModel = load_model(classifier)
+        self.precision = resolve_precision(precision)
+        self.classifier: LoadedModel = load_model(classifier, self.precision)
         self.restorers: dict[str, LoadedModel] = {
-            step: load_model(model) for step, model in (restorers or RESTORERS).items()
+            step: load_model(model, self.precision) for step, model in (restorers or RESTORERS).items()
         }
         self.models = {m.config.name: m.config.version for m in (self.classifier, *self.restorers.values())}
         self.version = "+".join(f"{k}-{v}" for k, v in sorted(self.models.items()))

@@ -67,9 +67,10 @@ def model_folder(name_or_path: str | Path) -> tuple[Path, str | None]:
     raise ValueError(f"unknown model {name_or_path!r}: not a registered name ({known}) nor a model folder")
 
 
-def load_folder(folder: Path, expected_sha256: str | None = None) -> LoadedModel:
-    """Build the network described by ``folder/config.json`` and load its weights (checked against the sum)."""
-    from .backend import native_output_silenced
+def load_folder(folder: Path, expected_sha256: str | None = None, precision: str = "float32") -> LoadedModel:
+    """Build the network described by ``folder/config.json`` and load its weights (checked against the sum),
+    computing in ``precision`` (see :mod:`.backend`)."""
+    from .backend import dtype_policy, native_output_silenced
 
     config = ModelConfig.load(folder / "config.json")
     weights = folder / config.weights
@@ -78,7 +79,7 @@ def load_folder(folder: Path, expected_sha256: str | None = None) -> LoadedModel
     digest = sha256(weights)
     if expected_sha256 is not None and digest != expected_sha256:
         raise ValueError(f"{weights}: sha256 {digest[:12]}... does not match the registry ({expected_sha256[:12]}...)")
-    with native_output_silenced():
+    with native_output_silenced(), dtype_policy(precision):
         from .networks import build
 
         network = build(config)
@@ -87,11 +88,16 @@ def load_folder(folder: Path, expected_sha256: str | None = None) -> LoadedModel
 
 
 @functools.cache
-def load_model(name: str) -> LoadedModel:
+def load_model(name: str, precision: str = "float32") -> LoadedModel:
     """A registered model by name (``"dl_defocus"``, ``"dl_motion"``, ``"blur_classifier"``) or a model folder,
-    loaded once per process."""
+    loaded once per process and precision (``auto`` resolved by this machine's CPU)."""
+    from .backend import resolve_precision
+
+    resolved = resolve_precision(precision)
+    if resolved != precision:
+        return load_model(name, resolved)
     folder, expected = model_folder(name)
-    return load_folder(folder, expected)
+    return load_folder(folder, expected, precision)
 
 
 def register(name: str, folder: Path) -> dict[str, str]:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .._types import LABELS
+from ..models.backend import cpu_has_bf16
 from ..models.config import Architecture, ModelConfig
 
 logger = logging.getLogger(__name__)
@@ -53,16 +54,6 @@ class TrainSettings:
     bfloat16: bool | None = None  # None: where the CPU has AMX or AVX512-BF16
     threads: int | None = None
     init: str | None = None  # start from this model (registered name or folder) instead of random weights
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AMX tiles or AVX512-BF16)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return " amx_bf16" in flags or " avx512_bf16" in flags
 
 
 def default_config(target: str, arch: str | None = None, version: str = "1.0.0") -> ModelConfig:
