@@ -11,8 +11,8 @@ from ..models.registry import sha256
 
 PURPOSE = {
     "blur_classifier": "Labels a tile in_focus, defocus, motion or mixed (DBMID's classifier). It runs on every "
-    "tissue tile of every slide, so it is small: four 128 px crops per 512 px tile at the slide's native "
-    "resolution, with the pixel size as a second input.",
+    "tissue tile of every slide, so it is small: the four 128 px crops of a tile that hold the most tissue (glass "
+    "reads as blur), at the slide's native resolution, with the pixel size as a second input.",
     "dl_defocus": "Restores defocused tissue (DBMID's DL_defocus): RED-Net encoder-decoder with stride-2 steps, "
     "symmetric skip connections added by sum and a global residual; any input size that is a multiple of 8.",
     "dl_motion": "Restores motion-blurred tissue (DBMID's DL_motion), same architecture as DL_defocus; for mixed "
