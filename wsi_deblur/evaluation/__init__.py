@@ -26,7 +26,7 @@ kernel's radius where the source allows it, blurred and restored whole, and only
 compared, so image borders neither blur nor restore differently from the inside.
 
 **Cost.** With the defaults (6 crops per source, 192 px) a method restores 540 defocused crops (and 54 in
-focus go through the policy), 432 motion and 288 mixed ones, and classifies 160 tiles plus every crop. The
+focus go through the policy), 432 motion and 288 mixed ones, and classifies 400 tiles plus every crop. The
 classical method spends about 0.1 s on a defocus step and about 1 s on a motion step (its PSF search): one crop
 per source took 2.3 minutes on 2 busy cores, so the defaults take about 13 minutes; ``quick=True`` about 30 s.
 """

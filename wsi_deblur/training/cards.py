@@ -22,7 +22,8 @@ PURPOSE = {
 LIMITATIONS = """\
 * Trained on synthetic blur (the physical model in `wsi_deblur.physics`) of real in-focus brightfield tissue;
   no redistributable focal stack of real scans exists to train or test on. Real scanners' blur was covered by
-  drawing optics widely (NA 0.25-0.95, sections 0-10 um thick, partial coherence, Zernike aberrations).
+  drawing optics widely (NA 0.25-0.95, sections 0-10 um thick spreading the blur around the focus offset,
+  partial coherence, Zernike aberrations).
 * The in-focus sources are about 0.5 um/px, so the training crops span the pixel sizes given by `mpp_range`
   in `config.json`; slides outside it (40x scans at 0.25 um/px) are resampled into it for the network and the
   correction is carried back at full resolution.
