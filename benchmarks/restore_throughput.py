@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _timing import median_time  # noqa: E402  (beside this script)
 
 PAPER_MPS = 1920 * 1920 / 1.5 / 1e6  # 1920x1920 in 1.5 s on a Tesla P40
 
@@ -47,14 +46,7 @@ def _network(policy: str):  # type: ignore[no-untyped-def]
 
 
 def _time(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
-    fn()
-    fn()  # warm-up: compilation and allocation
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return median_time(fn, repeats, warmups=2)  # two warm-ups: compilation and allocation
 
 
 def _device_resident(net, x: np.ndarray, repeats: int) -> float:  # type: ignore[no-untyped-def]

@@ -29,13 +29,11 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,21 +41,12 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from _timing import median_time  # noqa: E402  (beside this script)
 
 PAPER_MPS = 1920 * 1920 / 1.5 / 1e6
 MPP = 0.5
 STAGES = ("slide", "restore", "classify", "memory", "workers")
 CLI = [sys.executable, "-m", "wsi_deblur", "-q"]
-
-
-def _median_time(fn: Callable[[], Any], repeats: int) -> float:
-    fn()  # warm-up: graph tracing, allocation
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 # -- slides -------------------------------------------------------------------------------------------------------
@@ -219,7 +208,7 @@ def _child_restore(precision: str, method: str, side: int, repeats: int, save: P
     def call() -> None:
         out["y"] = restore_image(image, mpp=MPP, method=method, precision=precision)
 
-    seconds = _median_time(call, repeats)
+    seconds = median_time(call, repeats)
     if save is not None:
         np.save(save, out["y"])
     return {"method": method, "policy": precision, "side": side, "seconds": seconds,
@@ -231,7 +220,7 @@ def _child_classify(repeats: int) -> dict[str, Any]:
 
     method = get_method("dbmid")
     tiles = np.stack([_defocused(512)] * 16)
-    seconds = _median_time(lambda: method.classify(tiles, MPP), repeats)
+    seconds = median_time(lambda: method.classify(tiles, MPP), repeats)
     tiles_per_s = len(tiles) / seconds
     mm2_per_tile = (512 * MPP / 1000.0) ** 2
     return {"tiles_per_s": tiles_per_s, "mm2_per_s": tiles_per_s * mm2_per_tile}

@@ -195,8 +195,6 @@ def run_batch(
 ) -> BatchResult:
     """Process every slide under ``folder`` into ``outdir``; see the module docstring. Never raises for one
     slide's failure: it is recorded in the result (and the summaries) instead."""
-    from .pipeline import qc, run
-
     options = options or BatchOptions()
     options.check()
     folder, outdir = Path(folder), Path(outdir)
@@ -221,7 +219,7 @@ def run_batch(
     for o in outcomes:
         logger.info("%s: complete from an earlier run, skipped", o.job.relative)
     if todo:
-        outcomes += _run_jobs(todo, options, run, qc, on_slide, len(jobs) - len(todo), len(jobs))
+        outcomes += _run_jobs(todo, options, on_slide, len(jobs) - len(todo), len(jobs))
     order = {job.slide: i for i, job in enumerate(jobs)}
     outcomes.sort(key=lambda o: order[o.job.slide])
     result = BatchResult(outcomes=outcomes, outdir=outdir)
@@ -230,10 +228,11 @@ def run_batch(
 
 
 def _run_jobs(
-    todo: Sequence[SlideJob], options: BatchOptions, run: Callable[..., Any], qc: Callable[..., Any],
-    on_slide: Callable[[SlideOutcome, int, int], None] | None, already: int, total: int,
+    todo: Sequence[SlideJob], options: BatchOptions, on_slide: Callable[[SlideOutcome, int, int], None] | None,
+    already: int, total: int,
 ) -> list[SlideOutcome]:
     from .cluster import dask_client
+    from .pipeline import qc, run
 
     outcomes = []
     with dask_client(options.run.scheduler, options.run.workers, options.run.gpus) as client:

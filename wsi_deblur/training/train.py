@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .._types import LABELS
-from ..models.backend import cpu_has_bf16
+from ..models.backend import cpu_has_bf16, native_output_silenced
 from ..models.config import Architecture, ModelConfig
 
 logger = logging.getLogger(__name__)
@@ -84,8 +84,6 @@ def _setup_keras(settings: TrainSettings) -> tuple[Any, str]:
     if settings.threads:
         os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(settings.threads))
         os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
-    from ..models.backend import native_output_silenced
-
     with native_output_silenced():
         import keras
     use_bf16 = cpu_has_bf16() if settings.bfloat16 is None else settings.bfloat16
