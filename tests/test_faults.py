@@ -102,14 +102,15 @@ def test_a_killed_run_resumes_where_it_stopped_with_identical_pixels(
 
 
 def test_a_killed_worker_does_not_stop_the_run(sample: Path, reference: np.ndarray, tmp_path: Path) -> None:
-    from wsi_deblur.cluster import dask_client
+    from wsi_deblur.cluster import local_cluster
 
     out = tmp_path / "survivor.ome.zarr"
     partial = tmp_path / "survivor.ome.zarr.partial"
     killed: list[int] = []
     killed_at: list[float] = []
-    with dask_client(None, 2) as client:
-        pids = list(client.run(os.getpid).values())
+    # no client in this process while the run's own client works (two clients of one process share its loop)
+    with local_cluster(2) as cluster:
+        pids = [nanny.process.pid for nanny in cluster.workers.values()]
 
         def kill_one_worker() -> None:
             _wait_for(lambda: len(_markers(partial)) >= 1, 300, "a finished block")
@@ -119,10 +120,10 @@ def test_a_killed_worker_does_not_stop_the_run(sample: Path, reference: np.ndarr
 
         killer = threading.Thread(target=kill_one_worker, daemon=True)
         killer.start()
-        run(sample, [out], RunOptions(progress=False, scheduler=client.scheduler.address))
+        run(sample, [out], RunOptions(progress=False, scheduler=cluster.scheduler_address))
         ended = time.monotonic()
         killer.join(timeout=5)
-        survivors = list(client.run(os.getpid).values())
+        survivors = [nanny.process.pid for nanny in cluster.workers.values()]
     assert killed and killed_at[0] < ended, "the worker was not killed while the run went on"
     assert killed[0] not in survivors  # the nanny started a fresh worker process
     np.testing.assert_array_equal(_level0(out), reference)

@@ -231,12 +231,11 @@ def _run_jobs(
     todo: Sequence[SlideJob], options: BatchOptions, on_slide: Callable[[SlideOutcome, int, int], None] | None,
     already: int, total: int,
 ) -> list[SlideOutcome]:
-    from .cluster import dask_client
+    from .cluster import scheduler_address
     from .pipeline import qc, run
 
     outcomes = []
-    with dask_client(options.run.scheduler, options.run.workers, options.run.gpus) as client:
-        address = client.scheduler.address if client.scheduler is not None else options.run.scheduler
+    with scheduler_address(options.run.scheduler, options.run.workers, options.run.gpus) as address:
         for i, job in enumerate(todo, start=1):
             started = time.perf_counter()
             slide_options = replace(options.run, scheduler=address, gpus=0, report_dir=job.report_dir)

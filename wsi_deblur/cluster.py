@@ -52,6 +52,38 @@ def _local_cuda_cluster(gpus: int) -> LocalCluster:
     return cluster
 
 
+def local_cluster(n_workers: int | None = None, gpus: int = 0) -> LocalCluster:
+    """The embedded cluster (see :func:`dask_client`), not started until entered as a context manager."""
+    if gpus:
+        return _local_cuda_cluster(gpus)
+    workers = n_workers or local_worker_count()
+    memory = max(2**30, (psutil.virtual_memory().total - RESERVED_MEMORY) // workers)
+    return LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+        memory_limit=memory,
+        silence_logs=logging.ERROR,
+        # one compute thread per worker process: the workers already use every core between them
+        env={"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1",
+             # TensorFlow's native start-up chatter (CPU features, no CUDA driver) is not the user's concern
+             "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")},
+    )
+
+
+@contextmanager
+def scheduler_address(scheduler: str | None = None, n_workers: int | None = None, gpus: int = 0) -> Iterator[str]:
+    """``scheduler`` as given, or the address of an embedded local cluster kept up for the block. Holds no
+    client: callers that run several jobs on one cluster (a batch) each connect their own, one at a time."""
+    if scheduler:
+        yield scheduler
+        return
+    with local_cluster(n_workers, gpus) as cluster:
+        yield str(cluster.scheduler_address)
+
+
 @contextmanager
 def dask_client(scheduler: str | None = None, n_workers: int | None = None, gpus: int = 0) -> Iterator[Client]:
     """A client on ``scheduler`` (``tcp://host:port``, ``tls://...`` or a scheduler file), or on a fresh local
@@ -76,25 +108,6 @@ def dask_client(scheduler: str | None = None, n_workers: int | None = None, gpus
         finally:
             client.close()
         return
-    if gpus:
-        with _local_cuda_cluster(gpus) as cluster, Client(cluster) as client:
-            logger.info("local CUDA cluster: %d GPU workers, dashboard %s", gpus, client.dashboard_link)
-            yield client
-        return
-    workers = n_workers or local_worker_count()
-    memory = max(2**30, (psutil.virtual_memory().total - RESERVED_MEMORY) // workers)
-    with LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address="127.0.0.1:0",
-        memory_limit=memory,
-        silence_logs=logging.ERROR,
-        # one compute thread per worker process: the workers already use every core between them
-        env={"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1",
-             # TensorFlow's native start-up chatter (CPU features, no CUDA driver) is not the user's concern
-             "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")},
-    ) as cluster, Client(cluster) as client:
-        logger.info("local Dask cluster: %d workers, dashboard %s", workers, client.dashboard_link)
+    with local_cluster(n_workers, gpus) as cluster, Client(cluster) as client:
+        logger.info("local Dask cluster: %d workers, dashboard %s", len(cluster.workers), client.dashboard_link)
         yield client
