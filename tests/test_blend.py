@@ -157,3 +157,37 @@ def test_no_seam_at_tile_borders(tissue: np.ndarray) -> None:
     for c in range(0, actions.shape[1], 2):
         hard[:, c * tile : (c + 1) * tile] = sharpened[:, c * tile : (c + 1) * tile]
     assert _seam_ratio(hard, tile) > after
+
+
+class CountingMethod(UnsharpMethod):
+    """The unsharp restorer, counting the pixels it is handed."""
+
+    def __init__(self) -> None:
+        self.pixels = 0
+
+    def restore(self, image: np.ndarray, steps: tuple[str, ...], mpp: float) -> np.ndarray:
+        self.pixels += image.shape[0] * image.shape[1]
+        return super().restore(image, steps, mpp)
+
+
+def test_scattered_cells_restore_only_their_patches(tissue: np.ndarray) -> None:
+    h, w = tissue.shape[:2]
+    tile = 128
+    actions = np.zeros((-(-h // tile), -(-w // tile)), dtype=np.int8)
+    actions[1, 1] = 1
+    actions[4, 5] = 1  # two patches far apart: their bounding box is most of the image
+    method = CountingMethod()
+
+    def read(x: int, y: int, ww: int, hh: int) -> np.ndarray:
+        return tissue[y : y + hh, x : x + ww]
+
+    box = Box(0, 0, w, h)
+    pixels, _, restored = restore_box(read, w, h, box, actions, (0, 0), tile, method, 0.5)
+    assert restored
+    side = tile + 2 * 8  # a cell, aligned, plus the halo rounded up to the alignment on each side
+    assert method.pixels == 2 * side * side
+    assert method.pixels < 0.25 * (4 * tile) * (5 * tile)
+    # each patch is what restoring the whole image and blending gives (the restorer is local)
+    whole = UnsharpMethod().restore(tissue, ("defocus",), 0.5)
+    weights = action_weights(actions, (0, 0), tile, box, w, h, ramp_width(tile))
+    np.testing.assert_array_equal(pixels, blend(tissue, {1: whole}, weights))

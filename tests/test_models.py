@@ -203,6 +203,22 @@ def test_method_info_matches_the_built_method_without_loading_networks() -> None
         method_info("nope")
 
 
+def test_tissue_pixels_follow_the_tissue_thresholds() -> None:
+    """The integer form of the crop placement's tissue test agrees with the thresholds in floating point."""
+    from wsi_deblur.methods.dbmid import _tissue_pixels
+    from wsi_deblur.tissue import MIN_DENSITY, MIN_SATURATION
+
+    rgb = np.random.default_rng(3).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    rgb[:64] = rgb[:64] // 16 + 230  # pale, nearly grey: mostly glass
+    img = rgb.astype(np.float64) / 255.0
+    cmax = img.max(axis=2)
+    saturation = np.where(cmax > 0, (cmax - img.min(axis=2)) / np.maximum(cmax, 1e-9), 0.0)
+    density = -np.log10(np.clip(img, 1 / 255.0, 1.0)).mean(axis=2)
+    expected = (saturation > MIN_SATURATION) | (density > MIN_DENSITY)
+    assert 0.05 < expected.mean() < 0.95
+    np.testing.assert_array_equal(_tissue_pixels(rgb), expected)
+
+
 def test_classifier_crops_go_where_the_tissue_is(tiles_dir: Path) -> None:
     from wsi_deblur.methods.dbmid import MAX_CROPS, _crops, _tissue_pixels
 

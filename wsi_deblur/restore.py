@@ -1,13 +1,16 @@
 """Restoring one region of an image from its blur map: the compute core shared by slides and single images.
 
-Given the action codes of the cells around a box, each action present is run once over the part of the box it
-touches (plus the method's halo, aligned), and the results are blended into the original with
-:func:`wsi_deblur.blend.action_weights`. Nothing here knows about files or clusters.
+Given the action codes of the cells around a box, each action present is run over the part of the box it
+touches (plus the method's halo, aligned): once over that part's bounding box, or once per connected patch of it
+when that restores fewer pixels (scattered blurred tiles cost what they cover, not the whole box). The results
+are blended into the original with :func:`wsi_deblur.blend.action_weights`. Nothing here knows about files or
+clusters.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 from .blend import action_weights, blend, ramp_width
 from .blurmap import ACTION_STEPS
@@ -49,18 +52,37 @@ def restore_box(
     halo = round_up(int(method.halo(mpp)), align)
     restored: dict[int, np.ndarray] = {}
     for code, weight in weights.items():
-        rows = np.flatnonzero(weight.any(axis=1))
-        cols = np.flatnonzero(weight.any(axis=0))
-        # the part of the box this action touches, origin aligned in slide coordinates, plus the halo
-        x0 = (box.x + int(cols[0])) // align * align
-        y0 = (box.y + int(rows[0])) // align * align
-        x1 = round_up(box.x + int(cols[-1]) + 1, align)
-        y1 = round_up(box.y + int(rows[-1]) + 1, align)
-        region = Box(x0, y0, x1 - x0, y1 - y0).grow(halo)
-        out = method.restore(read_padded(read, region, width, height), ACTION_STEPS[code], mpp)
         full = original.copy()
-        target = Box(max(x0, box.x), max(y0, box.y), 0, 0)
-        target = Box(target.x, target.y, min(x1, box.x + box.w) - target.x, min(y1, box.y + box.h) - target.y)
-        full[target.slices_in(box)] = out[target.slices_in(region)]
+        for region, target in _regions(weight > 0, box, align, halo):
+            out = method.restore(read_padded(read, region, width, height), ACTION_STEPS[code], mpp)
+            full[target.slices_in(box)] = out[target.slices_in(region)]
         restored[code] = full
     return blend(original, restored, weights), label, True
+
+
+def _regions(touched: np.ndarray, box: Box, align: int, halo: int) -> list[tuple[Box, Box]]:
+    """(region to run, part of ``box`` it fills) pairs that cover the pixels ``touched`` (a mask over ``box``).
+
+    Each region starts on a multiple of ``align`` in slide coordinates and carries ``halo`` pixels of context.
+    The connected patches of the mask each get their own region when, halos included, that is fewer pixels than
+    one region over the mask's bounding box; every pixel a region fills lies at least ``halo`` inside it.
+    """
+
+    def aligned(rows: slice, cols: slice) -> tuple[Box, Box]:
+        x0 = (box.x + cols.start) // align * align
+        y0 = (box.y + rows.start) // align * align
+        x1 = round_up(box.x + cols.stop, align)
+        y1 = round_up(box.y + rows.stop, align)
+        region = Box(x0, y0, x1 - x0, y1 - y0).grow(halo)
+        tx, ty = max(x0, box.x), max(y0, box.y)
+        target = Box(tx, ty, min(x1, box.x + box.w) - tx, min(y1, box.y + box.h) - ty)
+        return region, target
+
+    labels, n = ndimage.label(touched)
+    patches = [aligned(rows, cols) for rows, cols in ndimage.find_objects(labels) if rows is not None]
+    rows = np.flatnonzero(touched.any(axis=1))
+    cols = np.flatnonzero(touched.any(axis=0))
+    whole = aligned(slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
+    if n > 1 and sum(r.w * r.h for r, _ in patches) < whole[0].w * whole[0].h:
+        return patches
+    return [whole]

@@ -98,13 +98,21 @@ class DBMIDMethod:
         return np.clip(np.rint(y * 255.0), 0, 255).astype(np.uint8)
 
 
+#: Optical density of each uint8 level, -log10(v / 255) (0 clipped to 1/255), for :func:`_tissue_pixels`.
+_DENSITY = -np.log10(np.clip(np.arange(256, dtype=np.float32), 1.0, 255.0) / 255.0).astype(np.float32)
+
+
 def _tissue_pixels(tile: np.ndarray) -> np.ndarray:
-    """Pixels that are tissue by the thresholds :mod:`..tissue` uses (saturated or optically dense), not glass."""
-    img = tile.astype(np.float32) / 255.0
-    cmax = img.max(axis=2)
-    saturation = np.where(cmax > 0, (cmax - img.min(axis=2)) / np.maximum(cmax, 1e-6), 0.0)
-    density = -np.log10(np.clip(img, 1 / 255.0, 1.0)).mean(axis=2)
-    return np.asarray((saturation > MIN_SATURATION) | (density > MIN_DENSITY), dtype=bool)
+    """Pixels that are tissue by the thresholds :mod:`..tissue` uses (saturated or optically dense), not glass.
+
+    Integer arithmetic and a density look-up table: this runs on every tile a slide classifies.
+    """
+    rgb = np.asarray(tile, dtype=np.uint8)
+    cmax = rgb.max(axis=2).astype(np.int16)
+    cmin = rgb.min(axis=2).astype(np.int16)
+    saturated = (cmax - cmin) > MIN_SATURATION * cmax  # (max - min) / max, without dividing
+    dense = (_DENSITY[rgb[..., 0]] + _DENSITY[rgb[..., 1]] + _DENSITY[rgb[..., 2]]) > 3.0 * MIN_DENSITY
+    return np.asarray(saturated | dense, dtype=bool)
 
 
 def _crops(tile: np.ndarray, size: int) -> list[np.ndarray]:
@@ -122,11 +130,15 @@ def _crops(tile: np.ndarray, size: int) -> list[np.ndarray]:
     step = max(1, size // 4)
     ys = sorted({*range(0, h - size + 1, step), h - size})
     xs = sorted({*range(0, w - size + 1, step), w - size})
-    counts = np.pad(_tissue_pixels(tile).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    # tissue counted on every other pixel and row: placement needs the amount of tissue, not its last pixel
+    counts = np.pad(_tissue_pixels(tile[::2, ::2]).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    a, b = np.asarray(ys) // 2, np.asarray(xs) // 2
+    c = size // 2
+    window = (counts[a[:, None] + c, b[None, :] + c] - counts[a[:, None], b[None, :] + c]
+              - counts[a[:, None] + c, b[None, :]] + counts[a[:, None], b[None, :]])
     scored = sorted(
-        ((int(counts[y + size, x + size] - counts[y, x + size] - counts[y + size, x] + counts[y, x]), y, x)
-         for y in ys for x in xs),
-        key=lambda c: (-c[0], c[1], c[2]),
+        ((int(window[i, j]), y, x) for i, y in enumerate(ys) for j, x in enumerate(xs)),
+        key=lambda item: (-item[0], item[1], item[2]),
     )
     chosen: list[tuple[int, int]] = []
     for _, y, x in scored:
