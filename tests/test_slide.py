@@ -17,11 +17,11 @@ from wsi_deblur._types import SlideError
 from wsi_deblur.slide import (
     READERS,
     STRIP_BYTES,
-    _composite,
     cached_slide,
     describe,
     open_slide,
 )
+from wsi_deblur.slide_pixels import composite
 
 # tiffslide warns that it parses NDPI metadata only partly; the tests look at what it does parse
 pytestmark = pytest.mark.filterwarnings("ignore:hamamatsu-format metadata parsing:UserWarning")
@@ -184,7 +184,7 @@ def test_out_of_bounds_reads_give_background(slides_dir: Path, reader: str) -> N
 
 def test_composite_over_background() -> None:
     rgba = np.array([[[200, 100, 0, 255], [200, 100, 0, 0], [200, 100, 0, 128]]], dtype=np.uint8)
-    out = _composite(rgba, (255, 255, 255))
+    out = composite(rgba, (255, 255, 255))
     assert out.dtype == np.uint8 and out.shape == (1, 3, 3)
     assert out[0, 0].tolist() == [200, 100, 0]
     assert out[0, 1].tolist() == [255, 255, 255]

@@ -13,11 +13,9 @@ each slide once per process and reopens it when the file on disk changes.
 from __future__ import annotations
 
 import functools
-import logging
 import math
 import numbers
 import os
-import stat
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -28,14 +26,21 @@ import numpy as np
 from PIL import Image
 
 from ._types import SlideError
+from .slide_files import (
+    cannot_open,
+    check_path,
+    file_kind,
+    one_line,
+    openslide_errors,
+    tiff_damage,
+    tiffslide_errors,
+)
+from .slide_pixels import as_rgba, block_mean, composite, fit, parse_color
 
 __all__ = ["READERS", "SlideSource", "cached_slide", "describe", "open_slide"]
 
 #: Names accepted by ``open_slide(reader=...)``; the first is the default.
 READERS: tuple[str, ...] = ("openslide", "tiffslide")
-
-#: Background colour when the slide does not name one: glass under brightfield illumination is white.
-WHITE: tuple[int, int, int] = (255, 255, 255)
 
 #: mpp-x and mpp-y further apart than this (relative) are recorded as non-square pixels.
 MPP_TOLERANCE = 0.01
@@ -78,16 +83,6 @@ CACHE_SIZE = 8
 _DICOM_FLUORESCENCE = {"111743"}  # Epifluorescence illumination
 _DICOM_BRIGHTFIELD = {"111744", "111741"}  # Brightfield illumination, Transmission illumination
 
-#: TIFF magic numbers: classic TIFF and BigTIFF, little and big endian.
-_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-
-
-def _one_line(error: BaseException) -> str:
-    """An exception's message on one line (library messages sometimes span several)."""
-    text = " ".join(str(error).split())
-    return text or type(error).__name__
-
-
 def _float_or_none(value: object) -> float | None:
     """A positive finite float from a property value, or None when it is absent or not a number."""
     if value is None:
@@ -107,162 +102,6 @@ def _int_or_none(value: object) -> int | None:
         return int(float(str(value)))
     except (ValueError, OverflowError):
         return None
-
-
-def _parse_color(value: str | None) -> tuple[int, int, int]:
-    """An ``RRGGBB`` hex colour (as OpenSlide writes ``background-color``), white when absent or malformed."""
-    if value is None:
-        return WHITE
-    text = value.strip().lstrip("#")
-    if len(text) != 6:
-        return WHITE
-    try:
-        return (int(text[0:2], 16), int(text[2:4], 16), int(text[4:6], 16))
-    except ValueError:
-        return WHITE
-
-
-def _composite(rgba: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:
-    """RGB uint8 from an un-premultiplied RGBA uint8 array composited over ``background``."""
-    if rgba.shape[2] == 3:
-        return rgba
-    alpha = rgba[..., 3:4]
-    if bool((alpha == 255).all()):
-        return np.ascontiguousarray(rgba[..., :3])
-    a = alpha.astype(np.uint32)
-    rgb = rgba[..., :3].astype(np.uint32)
-    bg = np.asarray(background, dtype=np.uint32)
-    # integer rounding of rgb * a/255 + bg * (1 - a/255)
-    out = (rgb * a + bg * (255 - a) + 127) // 255
-    return out.astype(np.uint8)
-
-
-def _as_rgba(array: np.ndarray, path: str) -> np.ndarray:
-    """Normalise a decoded (h, w, c) uint8 array (grey, grey+alpha, RGB or RGBA) to RGB or RGBA."""
-    if array.dtype != np.uint8:
-        raise SlideError(
-            f"{path}: holds {array.dtype} pixels; wsi-deblur reads 8-bit RGB brightfield slides only"
-        )
-    if array.ndim == 2:
-        array = array[..., np.newaxis]
-    channels = array.shape[2]
-    if channels == 1:
-        return np.repeat(array, 3, axis=2)
-    if channels == 2:
-        return np.concatenate([np.repeat(array[..., :1], 3, axis=2), array[..., 1:2]], axis=2)
-    if channels in (3, 4):
-        return array
-    raise SlideError(
-        f"{path}: has {channels} channels per pixel; wsi-deblur reads RGB (or grey) brightfield slides only"
-    )
-
-
-def _block_mean(array: np.ndarray, factor: int) -> np.ndarray:
-    """Mean over ``factor`` x ``factor`` blocks of an (h, w, c) array; edges padded by replication."""
-    if factor == 1:
-        return array.astype(np.float32)
-    h, w, c = array.shape
-    pad_h = -h % factor
-    pad_w = -w % factor
-    if pad_h or pad_w:
-        array = np.pad(array, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-    blocks = array.reshape((h + pad_h) // factor, factor, (w + pad_w) // factor, factor, c)
-    return np.asarray(blocks.mean(axis=(1, 3), dtype=np.float32))
-
-
-def _fit(width: int, height: int, max_size: int) -> tuple[int, int]:
-    """(width, height) scaled so the longest side is ``max_size`` (never enlarged, never below 1)."""
-    longest = max(width, height)
-    if longest <= max_size:
-        return width, height
-    scale = max_size / longest
-    return max(1, min(max_size, round(width * scale))), max(1, min(max_size, round(height * scale)))
-
-
-class _TiffLogCatcher(logging.Handler):
-    """Collects tifffile's log records from the current thread (it logs broken IFD chains, not raises)."""
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.WARNING)
-        self.thread = threading.get_ident()
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.thread == self.thread:
-            self.messages.append(record.getMessage())
-
-
-def _tiff_damage(path: str) -> str | None:
-    """Why a TIFF file is truncated, or None when its directories and image data all lie inside the file.
-
-    Two signs are unambiguous: a directory offset beyond the end of the file (tifffile logs it and stops
-    walking the chain, silently dropping the pages after it), and image data that runs past the end of the
-    file.
-    """
-    import tifffile
-
-    catcher = _TiffLogCatcher()
-    tifffile_log = logging.getLogger("tifffile")
-    tifffile_log.addHandler(catcher)
-    try:
-        with tifffile.TiffFile(path) as tif:
-            size = tif.filehandle.size
-            for index, page in enumerate(tif.pages):
-                offsets = getattr(page, "dataoffsets", ())
-                counts = getattr(page, "databytecounts", ())
-                if len(offsets) and len(offsets) == len(counts):
-                    end = int((np.asarray(offsets, np.int64) + np.asarray(counts, np.int64)).max())
-                    if end > size:
-                        return f"image data of TIFF page {index} ends at byte {end}, past the end ({size})"
-    except (tifffile.TiffFileError, OSError, ValueError, IndexError, KeyError) as error:
-        return f"its TIFF structure cannot be parsed ({_one_line(error)})"
-    finally:
-        tifffile_log.removeHandler(catcher)
-    for message in catcher.messages:
-        if "invalid offset to first page" in message or "invalid page offset" in message:
-            offset = message.rsplit(" ", 1)[-1]
-            return f"a TIFF directory offset ({offset}) points past the end of the file ({size} bytes)"
-    return None
-
-
-def _file_kind(path: str) -> str | None:
-    """``"tiff"`` or ``"dicom"`` from a file's magic bytes, else None."""
-    with open(path, "rb") as handle:
-        head = handle.read(132)
-    if head[:4] in _TIFF_MAGIC:
-        return "tiff"
-    if head[128:132] == b"DICM":
-        return "dicom"
-    return None
-
-
-@functools.cache
-def _tiffslide_errors() -> tuple[type[BaseException], ...]:
-    """What tiffslide (tifffile, zarr, imagecodecs underneath) raises for a file it cannot read or decode."""
-    import imagecodecs
-    import tifffile
-
-    codec_errors = []
-    for name in dir(imagecodecs):
-        if name.endswith("Error"):
-            cls = getattr(imagecodecs, name, None)
-            if isinstance(cls, type) and issubclass(cls, Exception):
-                codec_errors.append(cls)
-    return (
-        tifffile.TiffFileError,
-        OSError,
-        ValueError,
-        KeyError,
-        IndexError,
-        NotImplementedError,  # tiffslide: series axes it cannot read
-        *codec_errors,
-    )
-
-
-def _openslide_errors() -> tuple[type[BaseException], ...]:
-    import openslide
-
-    return (openslide.OpenSlideError, OSError, ValueError)
 
 
 class SlideSource:
@@ -313,7 +152,7 @@ class SlideSource:
         p = self._prefix
         self.vendor = self.properties.get(f"{p}.vendor") or None
         self.objective_power = _float_or_none(self.properties.get(f"{p}.objective-power"))
-        self.background = _parse_color(self.properties.get(f"{p}.background-color"))
+        self.background = parse_color(self.properties.get(f"{p}.background-color"))
         bounds = [_int_or_none(self.properties.get(f"{p}.bounds-{k}")) for k in ("x", "y", "width", "height")]
         bx, by, bw, bh = bounds
         self.bounds = (bx, by, bw, bh) if bx is not None and by is not None and bw and bh else None
@@ -367,9 +206,9 @@ class SlideSource:
             except self._errors() as error:
                 raise SlideError(
                     f"{self.path}: cannot decode level {level} region x={x0} y={y0} {x1 - x0}x{y1 - y0} "
-                    f"({_one_line(error)}); the file is damaged or truncated: copy it again from its source"
+                    f"({one_line(error)}); the file is damaged or truncated: copy it again from its source"
                 ) from error
-            inside = _as_rgba(raw, self.path)
+            inside = as_rgba(raw, self.path)
             if (x0, y0, x1, y1) == (x, y, x + width, y + height):
                 return inside
         canvas = np.zeros((height, width, 4), dtype=np.uint8)
@@ -388,7 +227,7 @@ class SlideSource:
         in level-0 coordinates and resamples the remaining fraction of a pixel).
         """
         rgba = self._region_rgba(int(level), int(x), int(y), int(width), int(height))
-        return _composite(rgba, self.background)
+        return composite(rgba, self.background)
 
     def read_associated(self, name: str) -> np.ndarray:
         """An associated image (``label``, ``macro``, ``thumbnail``, ...) as RGB uint8."""
@@ -400,10 +239,10 @@ class SlideSource:
             rgba = np.asarray(image.convert("RGBA"))
         except self._errors() as error:
             raise SlideError(
-                f"{self.path}: cannot decode associated image {name!r} ({_one_line(error)}); "
+                f"{self.path}: cannot decode associated image {name!r} ({one_line(error)}); "
                 "the file is damaged or truncated"
             ) from error
-        return _composite(rgba, self.background)
+        return composite(rgba, self.background)
 
     def _tile_size(self, level: int) -> tuple[int, int]:
         p = self._prefix
@@ -429,7 +268,7 @@ class SlideSource:
         """
         if max_size < 1:
             raise ValueError(f"{self.path}: thumbnail size must be at least 1 pixel, got {max_size}")
-        target_w, target_h = _fit(*self.dimensions, max_size)
+        target_w, target_h = fit(*self.dimensions, max_size)
         level = self._best_level(target_w, target_h)
         level_w, level_h = self.level_dimensions[level]
         factor = max(1, min(level_w // target_w, level_h // target_h))
@@ -441,8 +280,8 @@ class SlideSource:
                 coverage = np.full(rgba.shape[:2] + (1,), 255, dtype=np.uint8)
             else:
                 coverage = rgba[..., 3:4]
-            rgb = _composite(rgba, self.background)
-            strips.append(_block_mean(np.concatenate([rgb, coverage], axis=2), factor))
+            rgb = composite(rgba, self.background)
+            strips.append(block_mean(np.concatenate([rgb, coverage], axis=2), factor))
         reduced = np.concatenate(strips, axis=0)
         if reduced.shape[1] != target_w or reduced.shape[0] != target_h:
             channels = [
@@ -587,7 +426,7 @@ class _OpenSlideSource(SlideSource):
         )
 
     def _errors(self) -> tuple[type[BaseException], ...]:
-        return _openslide_errors()
+        return openslide_errors()
 
     def _read_inside(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         downsample = self.level_downsamples[level]
@@ -633,7 +472,7 @@ class _TiffSlideSource(SlideSource):
         )
 
     def _errors(self) -> tuple[type[BaseException], ...]:
-        return _tiffslide_errors()
+        return tiffslide_errors()
 
     def _read_inside(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         downsample = self.level_downsamples[level]
@@ -646,52 +485,6 @@ class _TiffSlideSource(SlideSource):
 
     def _close(self) -> None:
         self._slide.close()
-
-
-def _check_path(path: str) -> None:
-    """SlideError for a path that is not a readable, non-empty file."""
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        raise SlideError(f"{path}: no such file; check the path") from None
-    except OSError as error:
-        raise SlideError(f"{path}: cannot be accessed ({_one_line(error)})") from error
-    if stat.S_ISDIR(info.st_mode):
-        raise SlideError(
-            f"{path}: is a directory, not a slide file; pass the slide file itself "
-            "(for DICOM one of its .dcm files, for MIRAX the .mrxs file)"
-        )
-    if not stat.S_ISREG(info.st_mode):
-        raise SlideError(f"{path}: is not a regular file")
-    if info.st_size == 0:
-        raise SlideError(f"{path}: the file is empty")
-    if not os.access(path, os.R_OK):
-        raise SlideError(f"{path}: permission denied; the file must be readable")
-
-
-def _cannot_open(path: str, reader: str, error: BaseException) -> SlideError:
-    """The SlideError for a file the library refused, with the most useful diagnosis we can give."""
-    kind = _file_kind(path)
-    if kind == "tiff":
-        damage = _tiff_damage(path)
-        if damage is not None:
-            return SlideError(
-                f"{path}: the file is truncated or damaged: {damage}; copy it again from its source"
-            )
-        if reader == "openslide":
-            return SlideError(
-                f"{path}: OpenSlide does not recognise this TIFF as a slide ({_one_line(error)}); "
-                "if it is an OME-TIFF or another plain tiled TIFF, try reader='tiffslide'"
-            )
-        return SlideError(f"{path}: tiffslide cannot read this TIFF ({_one_line(error)})")
-    if kind == "dicom":
-        return SlideError(f"{path}: OpenSlide cannot read this DICOM file ({_one_line(error)})")
-    readable = (
-        "whole-slide formats OpenSlide reads"
-        if reader == "openslide"
-        else "TIFF-based slides tiffslide reads"
-    )
-    return SlideError(f"{path}: not a slide file (not one of the {readable}; {_one_line(error)})")
 
 
 def open_slide(
@@ -707,8 +500,8 @@ def open_slide(
     if mpp is not None and not (isinstance(mpp, numbers.Real) and math.isfinite(mpp) and mpp > 0):
         raise ValueError(f"mpp must be a positive number of micrometres per pixel, got {mpp!r}")
     name = os.path.abspath(os.fspath(path))
-    _check_path(name)
-    kind = _file_kind(name)
+    check_path(name)
+    kind = file_kind(name)
     if reader == "tiffslide" and kind == "dicom":
         raise SlideError(
             f"{name}: is a DICOM file; tiffslide reads TIFF-based slides only: use reader='openslide'"
@@ -716,19 +509,19 @@ def open_slide(
     override = float(mpp) if mpp is not None else None
     source: SlideSource
     if reader == "openslide":
-        errors = _openslide_errors()
+        errors = openslide_errors()
         try:
             source = _OpenSlideSource(name, override)
         except errors as error:
-            raise _cannot_open(name, reader, error) from error
+            raise cannot_open(name, reader, error) from error
     else:
-        errors = _tiffslide_errors()
+        errors = tiffslide_errors()
         try:
             source = _TiffSlideSource(name, override)
         except errors as error:
-            raise _cannot_open(name, reader, error) from error
+            raise cannot_open(name, reader, error) from error
         # tiffslide reads what it can of a truncated TIFF and drops the rest without raising
-        damage = _tiff_damage(name) if kind == "tiff" else None
+        damage = tiff_damage(name) if kind == "tiff" else None
         if damage is not None:
             source.close()
             raise SlideError(
