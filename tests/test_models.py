@@ -250,3 +250,18 @@ def test_in_focus_real_slide_raises_no_false_alarm(slides_dir: Path) -> None:
     method = get_method("dbmid")
     labels = [int(np.argmax(method.classify(t[None], 0.499)[0])) for t in tiles]
     assert labels == [0] * len(tiles), labels
+
+
+@shipped
+def test_folded_classifier_computes_what_the_trained_one_does() -> None:
+    """Inference folds each batch normalisation into its convolution: same probabilities, fewer operations."""
+    trained = load_model("blur_classifier", "float32").network
+    folded = load_model("blur_classifier", "float32", inference=True).network
+    assert not any("bn" in layer.name for layer in folded.layers)
+    assert any("bn" in layer.name for layer in trained.layers)
+    rng = np.random.default_rng(5)
+    size = trained.inputs[0].shape[1]
+    x = rng.random((8, size, size, 3), dtype=np.float32)
+    mpp = rng.normal(0.0, 0.3, (8, 1)).astype(np.float32)
+    expected = np.asarray(trained.predict_on_batch([x, mpp]))
+    np.testing.assert_allclose(np.asarray(folded.predict_on_batch([x, mpp])), expected, atol=1e-5)

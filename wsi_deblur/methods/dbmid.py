@@ -37,7 +37,7 @@ class DBMIDMethod:
             # tiles of new shapes retrace the predict function: expected here, and not the user's concern
             tf_logger.setLevel(logging.ERROR)
         self.precision = resolve_precision(precision)
-        self.classifier: LoadedModel = load_model(classifier, self.precision)
+        self.classifier: LoadedModel = load_model(classifier, self.precision, inference=True)
         self.restorers: dict[str, LoadedModel] = {
             step: load_model(model, self.precision) for step, model in (restorers or RESTORERS).items()
         }

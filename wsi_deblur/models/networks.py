@@ -92,15 +92,28 @@ def build_rednet(arch: Architecture, name: str = "rednet") -> keras.Model:
     return keras.Model(inputs, outputs, name=name)
 
 
-def build_blurnet(arch: Architecture, input_size: int, n_classes: int, name: str = "blurnet") -> keras.Model:
-    """Classifier: (RGB in [0, 1] crop, log2(mpp / 0.5)) -> class probabilities."""
+def _conv_folded(filters: int, kernel: int, strides: int, name: str) -> Callable[[Any], Any]:
+    """What :func:`_conv_bn` computes at inference, as one convolution with a bias (see :func:`fold_batch_norm`)."""
+
+    def apply(x: Any) -> Any:
+        return layers.Conv2D(filters, kernel, strides=strides, padding="same", activation="relu", name=name)(x)
+
+    return apply
+
+
+def build_blurnet(
+    arch: Architecture, input_size: int, n_classes: int, name: str = "blurnet", folded: bool = False
+) -> keras.Model:
+    """Classifier: (RGB in [0, 1] crop, log2(mpp / 0.5)) -> class probabilities. ``folded``: the inference form,
+    each convolution's batch normalisation folded into it (weights from :func:`fold_batch_norm`)."""
+    block = _conv_folded if folded else _conv_bn
     image = keras.Input((input_size, input_size, 3), name="image")
     mpp = keras.Input((1,), name="log2_mpp")
-    x = _conv_bn(arch.features[0], arch.first_kernel, 1, "stem")(image)  # full resolution: fine detail is the cue
+    x = block(arch.features[0], arch.first_kernel, 1, "stem")(image)  # full resolution: fine detail is the cue
     for stage, filters in enumerate(arch.features[1:], start=1):
-        x = _conv_bn(filters, arch.kernel, 2, f"stage{stage}_down")(x)
+        x = block(filters, arch.kernel, 2, f"stage{stage}_down")(x)
         for i in range(1, arch.convs):
-            x = _conv_bn(filters, arch.kernel, 1, f"stage{stage}_{i}")(x)
+            x = block(filters, arch.kernel, 1, f"stage{stage}_{i}")(x)
     pooled = layers.Concatenate(name="pool")(
         [layers.GlobalAveragePooling2D()(x), layers.GlobalMaxPooling2D()(x), mpp]
     )
@@ -124,6 +137,33 @@ def build_vgg16(input_size: int, n_classes: int, name: str = "vgg16") -> keras.M
     x = layers.Dense(4096, activation="relu", name="fc2")(x)
     outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name="probabilities")(x)
     return keras.Model([image, mpp], outputs, name=name)
+
+
+def fold_batch_norm(network: keras.Model, config: ModelConfig) -> keras.Model:
+    """The same function as a trained ``blurnet``, with every batch normalisation folded into the convolution
+    before it (inference statistics: ``w * g / sqrt(v + eps)``, bias ``b - m * g / sqrt(v + eps)``): one
+    operation per layer instead of three, the classifier's cost on every tissue tile. Other networks have no
+    batch normalisation and are returned as they are."""
+    import numpy as np
+
+    arch = config.architecture
+    if arch.type != "blurnet":
+        return network
+    folded = build_blurnet(arch, config.input_size, len(config.classes), name=config.name, folded=True)
+    for layer in folded.layers:
+        if not layer.weights:
+            continue
+        source = network.get_layer(layer.name)
+        if isinstance(layer, layers.Conv2D):
+            norm = network.get_layer(f"{layer.name}_bn")
+            gamma, beta, mean, var = (np.asarray(w, dtype=np.float64) for w in (
+                norm.gamma, norm.beta, norm.moving_mean, norm.moving_variance))
+            scale = gamma / np.sqrt(var + norm.epsilon)
+            kernel = np.asarray(source.kernel, dtype=np.float64) * scale
+            layer.set_weights([kernel.astype(np.float32), (beta - mean * scale).astype(np.float32)])
+        else:
+            layer.set_weights(source.get_weights())
+    return folded
 
 
 def build(config: ModelConfig) -> keras.Model:

@@ -67,9 +67,12 @@ def model_folder(name_or_path: str | Path) -> tuple[Path, str | None]:
     raise ValueError(f"unknown model {name_or_path!r}: not a registered name ({known}) nor a model folder")
 
 
-def load_folder(folder: Path, expected_sha256: str | None = None, precision: str = "float32") -> LoadedModel:
+def load_folder(
+    folder: Path, expected_sha256: str | None = None, precision: str = "float32", inference: bool = False
+) -> LoadedModel:
     """Build the network described by ``folder/config.json`` and load its weights (checked against the sum),
-    computing in ``precision`` (see :mod:`.backend`)."""
+    computing in ``precision`` (see :mod:`.backend`). ``inference``: the network only predicts, so its batch
+    normalisations are folded into the convolutions before them (:func:`.networks.fold_batch_norm`)."""
     from .backend import dtype_policy, native_output_silenced
 
     config = ModelConfig.load(folder / "config.json")
@@ -80,24 +83,27 @@ def load_folder(folder: Path, expected_sha256: str | None = None, precision: str
     if expected_sha256 is not None and digest != expected_sha256:
         raise ValueError(f"{weights}: sha256 {digest[:12]}... does not match the registry ({expected_sha256[:12]}...)")
     with native_output_silenced(), dtype_policy(precision):
-        from .networks import build
+        from .networks import build, fold_batch_norm
 
         network = build(config)
         network.load_weights(str(weights))
+        if inference:
+            network = fold_batch_norm(network, config)
     return LoadedModel(config=config, network=network, folder=folder, sha256=digest)
 
 
 @functools.cache
-def load_model(name: str, precision: str = "float32") -> LoadedModel:
+def load_model(name: str, precision: str = "float32", inference: bool = False) -> LoadedModel:
     """A registered model by name (``"dl_defocus"``, ``"dl_motion"``, ``"blur_classifier"``) or a model folder,
-    loaded once per process and precision (``auto`` resolved by this machine's CPU)."""
+    loaded once per process, precision and use (``auto`` resolved by this machine's CPU; ``inference`` as in
+    :func:`load_folder`)."""
     from .backend import resolve_precision
 
     resolved = resolve_precision(precision)
     if resolved != precision:
-        return load_model(name, resolved)
+        return load_model(name, resolved, inference)
     folder, expected = model_folder(name)
-    return load_folder(folder, expected, precision)
+    return load_folder(folder, expected, precision, inference)
 
 
 def register(name: str, folder: Path) -> dict[str, str]:
