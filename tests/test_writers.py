@@ -277,6 +277,18 @@ def test_recreated_pyramid_at_same_path_is_reopened(tmp_path: Path, tissue: np.n
     assert np.array_equal(read_region(path, 0, 512, 512, 388, 488), tissue[512:900, 512:1000])
 
 
+@pytest.mark.parametrize("ngff", ["0.4", "0.5"])
+def test_scratch_pyramid_is_lz4_and_lossless(tmp_path: Path, tissue: np.ndarray, ngff: str) -> None:
+    """A pyramid only read back for TIFFs is compressed for speed, and still gives back every pixel."""
+    path = tmp_path / "scratch.zarr"
+    layout = PyramidLayout(1000, 900, 1, chunk=CHUNK, block=BLOCK, ngff=ngff)
+    create_pyramid(path, layout, scratch=True)
+    write_block(path, 0, 0, 0, tissue[:BLOCK, :BLOCK])
+    assert np.array_equal(read_region(path, 0, 0, 0, BLOCK, BLOCK), tissue[:BLOCK, :BLOCK])
+    meta = (path / "0" / (".zarray" if ngff == "0.4" else "zarr.json")).read_text()
+    assert "lz4" in meta and "zstd" not in meta
+
+
 def test_finalize_twice_keeps_metadata_single(pyramid: tuple[Path, PyramidLayout]) -> None:
     path, layout = pyramid
     finalize(path, layout, MPP, "CMU-1-Small-Region", PROVENANCE)

@@ -406,7 +406,9 @@ def run(
                 blurmap.save(work.blurmap_path)
             timings["classify_s"] = time.perf_counter() - t
             if not work.zarr_path.exists():
-                omezarr.create_pyramid(work.zarr_path, layout)
+                # kept as an output: zstd; only read back for TIFFs: LZ4, written several times faster
+                kept = any(kind == "ome-zarr" for _, kind in checked)
+                omezarr.create_pyramid(work.zarr_path, layout, scratch=not kept)
             t = time.perf_counter()
             restore_slide(client, blurmap, key, work, layout, options, mpp, progress)
             timings["restore_s"] = time.perf_counter() - t

@@ -33,7 +33,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import zarr
@@ -77,6 +77,9 @@ _LABEL_COLORS: dict[int, tuple[int, int, int, int]] = {
 }
 #: Blosc with zstd at level 5: the compressor ome-zarr-py itself uses by default, lossless, fast to decode.
 _BLOSC_CLEVEL = 5
+#: Compression of a scratch pyramid nobody keeps (only TIFFs are asked for): Blosc LZ4 at level 1, about ten
+#: times faster to write than zstd 5 on slide tiles and about 1.4 times larger (still lossless).
+_SCRATCH: tuple[Literal["lz4"], int] = ("lz4", 1)
 
 
 @dataclass(frozen=True)
@@ -143,8 +146,11 @@ def _label_group_path(level: int) -> str:
     return f"labels/{LABEL_NAME}/{level}"
 
 
-def create_pyramid(path: str | Path, layout: PyramidLayout, labels: bool = True) -> None:
+def create_pyramid(path: str | Path, layout: PyramidLayout, labels: bool = True, scratch: bool = False) -> None:
     """Create the empty working image at ``path``: every image level and, if ``labels``, the label image.
+
+    ``scratch``: the pyramid is only read back to write other formats, so it is compressed for speed (LZ4)
+    rather than size (zstd, the default for a pyramid that is kept).
 
     The arrays exist afterwards, so tasks can write blocks straight away; the OME-NGFF metadata is written by
     :func:`finalize`. An existing ``path`` is refused rather than overwritten.
@@ -157,14 +163,18 @@ def create_pyramid(path: str | Path, layout: PyramidLayout, labels: bool = True)
     label_group = root.require_group("labels").require_group(LABEL_NAME) if labels else None
     for level in range(layout.levels):
         height, width = layout.level_shape(level)
-        _create_level(root, str(level), (3, height, width), layout)
+        _create_level(root, str(level), (3, height, width), layout, scratch)
         if label_group is not None:
-            _create_level(label_group, str(level), (1, height, width), layout)
+            _create_level(label_group, str(level), (1, height, width), layout, scratch)
     LOGGER.debug("created %s: %d levels, NGFF %s", path, layout.levels, layout.ngff)
 
 
-def _create_level(group: zarr.Group, name: str, shape: tuple[int, int, int], layout: PyramidLayout) -> None:
+def _create_level(
+    group: zarr.Group, name: str, shape: tuple[int, int, int], layout: PyramidLayout, scratch: bool
+) -> None:
     channels = shape[0]
+    cname: Literal["lz4", "zstd"]
+    cname, clevel = _SCRATCH if scratch else ("zstd", _BLOSC_CLEVEL)
     chunks = (channels, layout.chunk, layout.chunk)
     if layout.ngff == "0.4":
         group.create_array(
@@ -172,7 +182,7 @@ def _create_level(group: zarr.Group, name: str, shape: tuple[int, int, int], lay
             shape=shape,
             dtype="uint8",
             chunks=chunks,
-            compressors=Blosc(cname="zstd", clevel=_BLOSC_CLEVEL, shuffle=Blosc.SHUFFLE),
+            compressors=Blosc(cname=cname, clevel=clevel, shuffle=Blosc.SHUFFLE),
             fill_value=0,
             chunk_key_encoding={"name": "v2", "separator": "/"},
         )
@@ -183,7 +193,7 @@ def _create_level(group: zarr.Group, name: str, shape: tuple[int, int, int], lay
             dtype="uint8",
             chunks=chunks,
             shards=(channels, layout.block, layout.block),
-            compressors=zarr.codecs.BloscCodec(cname="zstd", clevel=_BLOSC_CLEVEL, shuffle="shuffle"),
+            compressors=zarr.codecs.BloscCodec(cname=cname, clevel=clevel, shuffle="shuffle"),
             fill_value=0,
             dimension_names=_AXES,
         )
