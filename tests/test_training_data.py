@@ -145,16 +145,39 @@ def test_motion_pairs_include_unblurred_samples_and_are_blurrier() -> None:
         # the input is the target with camera noise and JPEG (4:2:0 chroma) only: close to it and as sharp
         assert float(np.abs(blurred[i].astype(int) - sharp[i].astype(int)).mean()) < 12
         assert _high_frequency(blurred[i]) > 0.5 * _high_frequency(sharp[i])
-    long = [i for i in moved if params[i]["motion_px"] >= 10]
+    long = [i for i in moved if params[i]["motion_px"] >= 10 and not params[i]["target_z_dof"]]
     assert long
     for i in long:
         assert _high_frequency(blurred[i]) < 0.6 * _high_frequency(sharp[i]), params[i]
     for i in moved:
         p = params[i]
         assert data.RESTORE_MOTION_PX[0] <= p["motion_px"] <= data.RESTORE_MOTION_PX[1]
-        assert abs(p["z_dof"]) <= data.RESIDUAL_Z_DOF
+        if p["target_z_dof"]:  # mixed blur: the target keeps the defocus
+            assert p["target_z_dof"] == p["z_dof"]
+            assert data.UNDER_DEFOCUS_Z_DOF[0] <= abs(p["z_dof"]) <= data.UNDER_DEFOCUS_Z_DOF[1]
+        else:
+            assert abs(p["z_dof"]) <= data.RESIDUAL_Z_DOF
         assert data.RESTORE_JPEG[0] <= p["jpeg_quality"] <= data.RESTORE_JPEG[1]
-    assert any(p["optics"] is not None for p in params)  # some carry residual defocus
+    residual = [p for p in params if p["optics"] is not None and not p["target_z_dof"]]
+    under = [p for p in params if p["target_z_dof"]]
+    assert residual and under  # some carry residual defocus, some strong defocus kept in the target
+
+
+def test_motion_pairs_under_defocus_keep_the_defocus_in_the_target() -> None:
+    """DL_motion's mixed-blur target is the crop through the defocus PSF alone: the same crop as the sharp
+    target (same random draws), much softer, and equal to the physical model's noiseless defocus of it."""
+    srcs = data.sources("train")
+    optics = physics.SCANNER_20X
+    psf = data._Psf(optics, 3.0, physics.defocus_psf(optics, 3.0 * optics.dof_um))
+    args = (srcs, 96, optics.mpp, psf, 20.0, 30.0, 95)
+    x_clean, y_clean, p_clean = data._sample(np.random.default_rng(4), *args)
+    x_kept, y_kept, p_kept = data._sample(np.random.default_rng(4), *args, keep_defocus=True)
+    assert np.array_equal(x_clean, x_kept)  # the same input either way
+    assert p_clean["target_z_dof"] == 0.0 and p_kept["target_z_dof"] == 3.0
+    assert _high_frequency(y_kept) < 0.5 * _high_frequency(y_clean)
+    expected = physics.degrade(y_clean, optics, 3.0 * optics.dof_um, 0.0, 0.0, jpeg_quality=None, noise=False)
+    inner = (slice(24, -24), slice(24, -24))
+    assert np.abs(y_kept[inner].astype(int) - expected[inner].astype(int)).max() <= 2
 
 
 def test_valid_convolution_matches_physics_degrade_inside_the_border() -> None:

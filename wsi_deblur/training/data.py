@@ -81,6 +81,13 @@ NO_BLUR_FRACTION = 0.1
 RESIDUAL_FRACTION = 0.3
 RESIDUAL_Z_DOF = physics.IN_FOCUS_MAX_Z_DOF
 RESIDUAL_MOTION_PX = physics.STILL_MAX_MOTION_PX
+#: Fraction of blurred motion pairs that are mixed blur, defocus |z| in :data:`UNDER_DEFOCUS_Z_DOF`: their
+#: target keeps the defocus (the crop through the same PSF, without noise or JPEG). Mixed blur is restored by
+#: DL_motion, then DL_defocus, so DL_motion must take the motion out of defocused tissue and leave the
+#: defocus to the next network; trained on sharp targets only, it invents detail in strongly defocused tissue
+#: and the second network makes that worse.
+UNDER_DEFOCUS_FRACTION = 0.3
+UNDER_DEFOCUS_Z_DOF = (physics.DEFOCUS_MIN_Z_DOF, 4.5)
 #: JPEG qualities of the classification tiles (DESIGN.md's evaluation range).
 CLASSIFY_JPEG = (80, 95)
 #: Fraction of in-focus classification tiles taken as they are (noise and JPEG only): the sources are real
@@ -230,12 +237,16 @@ def _sample(
     motion_px: float,
     angle: float,
     jpeg: int,
+    keep_defocus: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """One (input, sharp target, parameters) triple."""
+    """One (input, target, parameters) triple. The target is the sharp crop or, with ``keep_defocus``, the
+    crop through ``psf`` alone in linear light (no motion, noise or JPEG)."""
     kernel = _kernel(None if psf is None else psf.kernel, motion_px, angle)
     r = 0 if kernel is None else kernel.shape[0] // 2
     padded, src, crop_mpp = random_crop(rng, srcs, size + 2 * r, mpp)
     sharp = padded[r : r + size, r : r + size]
+    if keep_defocus and psf is not None:
+        sharp = _defocused(padded, psf.kernel, r)
     blurred = _scan(padded, kernel, rng, jpeg)
     z_dof = 0.0 if psf is None else psf.z_dof
     optics = None if psf is None else psf.optics
@@ -244,8 +255,18 @@ def _sample(
         "z_dof": z_dof, "z_um": 0.0 if optics is None else z_dof * optics.dof_um,
         "motion_px": motion_px, "motion_angle": angle, "jpeg_quality": jpeg, "kernel_px": 2 * r + 1,
         "optics": _optics_dict(optics), "label": physics.class_label(z_dof, motion_px),
+        "target_z_dof": z_dof if keep_defocus and psf is not None else 0.0,
     }
     return blurred, np.ascontiguousarray(sharp), params
+
+
+def _defocused(padded: np.ndarray, psf: np.ndarray, r: int) -> np.ndarray:
+    """The centre of ``padded`` (sRGB uint8, ``r`` pixels of margin) through ``psf`` alone, in linear light."""
+    pad = r - psf.shape[0] // 2
+    if pad < 0:
+        raise ValueError(f"_defocused: a PSF of {psf.shape[0]} px needs a margin of {psf.shape[0] // 2}, got {r}")
+    kernel = np.pad(psf, ((pad, pad), (pad, pad), (0, 0)))
+    return physics.linear_to_srgb(_valid_convolve(physics.srgb_to_linear(padded), kernel))
 
 
 def restoration_pairs(
@@ -261,10 +282,12 @@ def restoration_pairs(
     """``n`` blurred inputs and sharp targets, (n, size, size, 3) uint8 each, and each pair's parameters.
 
     ``kind`` "defocus": defocus |z| in 0.5-4.5 DOF on either side at random optics, with motion <= 2 px in 30%
-    of pairs. "motion": motion 3-45 px at any angle, with defocus <= 0.5 DOF in 30% of pairs. Both: camera
-    noise and JPEG 75-98 on the input; 10% of pairs are not blurred (input = target + noise + JPEG). The
-    target is the clean crop. ``n_psfs`` defocus PSFs are drawn and shared (default: one per 32 pairs), at
-    optics from :func:`physics.random_optics` or, when given, from ``optics``. Deterministic for a seed.
+    of pairs. "motion": motion 3-45 px at any angle, with defocus <= 0.5 DOF in 30% of pairs and defocus
+    1-4.5 DOF in another 30% (mixed blur, whose target keeps the defocus: see :data:`UNDER_DEFOCUS_FRACTION`).
+    Both: camera noise and JPEG 75-98 on the input; 10% of pairs are not blurred (input = target + noise +
+    JPEG). The target is otherwise the clean crop. ``n_psfs`` defocus PSFs are drawn and shared (default: one
+    per 32 pairs), at optics from :func:`physics.random_optics` or, when given, from ``optics``. Deterministic
+    for a seed.
     """
     if kind not in KINDS:
         raise ValueError(f"restoration_pairs: unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
@@ -275,12 +298,15 @@ def restoration_pairs(
     finest = _finest_mpp(srcs)
     _check_optics(optics, finest, "restoration_pairs")
     pool: list[_Psf] = []
+    far: list[_Psf] = []  # motion pairs under strong defocus
     if kind == "defocus":
         pool = _psf_pool(rng, _pool_size(n, n_psfs), finest, RESTORE_Z_DOF, optics)
     else:
         residual = math.ceil(n * (1 - NO_BLUR_FRACTION) * RESIDUAL_FRACTION)
         count = min(residual, _pool_size(residual, n_psfs))
         pool = _psf_pool(rng, count, finest, (0.0, RESIDUAL_Z_DOF), optics)
+        under = math.ceil(n * (1 - NO_BLUR_FRACTION) * UNDER_DEFOCUS_FRACTION)
+        far = _psf_pool(rng, min(under, _pool_size(under, n_psfs)), finest, UNDER_DEFOCUS_Z_DOF, optics)
     blurred = np.empty((n, size, size, 3), dtype=np.uint8)
     sharp = np.empty_like(blurred)
     params = []
@@ -288,6 +314,7 @@ def restoration_pairs(
         jpeg = int(rng.integers(RESTORE_JPEG[0], RESTORE_JPEG[1] + 1))
         psf: _Psf | None = None
         motion, angle = 0.0, 0.0
+        keep_defocus = False
         if rng.random() < NO_BLUR_FRACTION:
             mpp = _draw_optics(rng, finest, optics).mpp
         elif kind == "defocus":
@@ -299,12 +326,16 @@ def restoration_pairs(
         else:
             motion = float(rng.uniform(*RESTORE_MOTION_PX))
             angle = float(rng.uniform(0.0, 180.0))
-            if pool and rng.random() < RESIDUAL_FRACTION:
+            u = rng.random()
+            if far and u < UNDER_DEFOCUS_FRACTION:
+                psf, keep_defocus = far[int(rng.integers(len(far)))], True
+                mpp = psf.optics.mpp
+            elif pool and u < UNDER_DEFOCUS_FRACTION + RESIDUAL_FRACTION:
                 psf = pool[int(rng.integers(len(pool)))]
                 mpp = psf.optics.mpp
             else:
                 mpp = _draw_optics(rng, finest, optics).mpp
-        x, y, p = _sample(rng, srcs, size, mpp, psf, motion, angle, jpeg)
+        x, y, p = _sample(rng, srcs, size, mpp, psf, motion, angle, jpeg, keep_defocus)
         blurred[i], sharp[i] = x, y
         params.append({"kind": kind, **p})
     return blurred, sharp, params
