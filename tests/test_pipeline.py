@@ -186,3 +186,44 @@ def test_partial_work_from_another_run_needs_restart(sample: Path, tmp_path: Pat
     assert result.exit_code == 2 and "--restart" in result.stderr
     assert (partial / "fingerprint.json").read_text() == '{"input": "another slide"}'
     assert not out.exists()
+
+
+def test_pass_one_writes_in_focus_blocks_through(sample: Path, tmp_path: Path) -> None:
+    """Pass 1 reads each tissue block once: blocks none of whose cells is restored are written into the working
+    pyramid there, bit for bit the slide's pixels; blocks with a restored cell are left to pass 2."""
+    from rich.progress import Progress
+
+    from wsi_deblur.cluster import dask_client
+    from wsi_deblur.pipeline import classify_slide
+    from wsi_deblur.slide import open_slide
+    from wsi_deblur.tasks import SlideKey
+    from wsi_deblur.workdir import WorkFolder
+    from wsi_deblur.writers import omezarr
+
+    options = RunOptions(progress=False, workers=1)
+    with open_slide(sample) as source:
+        width, height = source.dimensions
+        layout = omezarr.PyramidLayout(width=width, height=height, levels=omezarr.pyramid_levels(width, height),
+                                       chunk=options.chunk, block=options.block, ngff=options.ngff)
+        work = WorkFolder(tmp_path / "x.partial", {"test": 1})
+        omezarr.create_pyramid(work.zarr_path, layout, scratch=True)
+        key = SlideKey(str(sample.resolve()), options.reader, None)
+        with dask_client(None, 1, 0) as client, Progress(disable=True) as progress:
+            blurmap = classify_slide(client, source, key, options, float(source.mpp), progress,
+                                     write_through=(work, layout))
+        done = work.done_markers(0)
+        per_block = options.block // blurmap.tile_size
+        through = blocked = 0
+        for y, x, h, w in layout.blocks(0):
+            r, c = y // blurmap.tile_size, x // blurmap.tile_size
+            actions = blurmap.actions[r : r + per_block, c : c + per_block]
+            tissue = blurmap.tissue[r : r + per_block, c : c + per_block]
+            if tissue.any() and not (actions > 0).any():
+                through += 1
+                assert f"{y}_{x}" in done
+                written = omezarr.read_region(work.zarr_path, 0, y, x, h, w)
+                np.testing.assert_array_equal(written, source.read(0, x, y, w, h))
+            else:  # restored cells (pass 2's work) or no tissue (copied in pass 2)
+                blocked += int((actions > 0).any())
+                assert f"{y}_{x}" not in done
+        assert through and blocked, (through, blocked)  # the sample has both kinds of block

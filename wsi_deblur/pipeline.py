@@ -30,7 +30,17 @@ from .methods import DEFAULT_METHOD, method_info
 from .models.backend import PRECISIONS
 from .report import write_report
 from .slide import SlideSource, open_slide
-from .tasks import BlockJob, ClassifyJob, DownsampleJob, SlideKey, classify_cells, downsample_block, restore_block
+from .tasks import (
+    BlockJob,
+    ClassifyBlockJob,
+    ClassifyJob,
+    DownsampleJob,
+    SlideKey,
+    classify_block,
+    classify_cells,
+    downsample_block,
+    restore_block,
+)
 from .tiling import Box, cells_touching
 from .tissue import MASK_SIZE, tissue_cells, tissue_mask
 from .workdir import WorkFolder, input_identity, work_folder
@@ -206,25 +216,45 @@ def _gather(
 
 
 def classify_slide(
-    client: Client, source: SlideSource, key: SlideKey, options: RunOptions, mpp: float, progress: Progress
+    client: Client, source: SlideSource, key: SlideKey, options: RunOptions, mpp: float, progress: Progress,
+    write_through: tuple[WorkFolder, omezarr.PyramidLayout] | None = None,
 ) -> BlurMap:
-    """Pass 1: tissue mask, then class probabilities for every tissue tile."""
+    """Pass 1: tissue mask, then class probabilities for every tissue tile.
+
+    With ``write_through`` (the run's work folder and pyramid, the block a multiple of the tile size), one task
+    per level-0 block that holds tissue reads the block once, classifies its cells and writes the block into
+    the working pyramid when none of them is to be restored (pass 2 then skips it): in-focus tissue is decoded
+    once, not twice.
+    """
     width, height = source.dimensions
     mask = tissue_mask(source.thumbnail(MASK_SIZE))
     tissue = tissue_cells(mask, width, height, options.tile_size)
     blurmap = BlurMap.empty(width, height, options.tile_size, tissue)
     cells = [(int(r), int(c)) for r, c in zip(*np.nonzero(tissue), strict=True)]
-    jobs = [
-        ClassifyJob(key, tuple(cells[i : i + CELLS_PER_TASK]), options.tile_size, options.method, mpp,
-                    options.precision)
-        for i in range(0, len(cells), CELLS_PER_TASK)
-    ]
-    futures = client.map(classify_cells, jobs, retries=2, pure=False)
 
-    def record(result: tuple[tuple[tuple[int, int], ...], np.ndarray]) -> None:
-        done_cells, probabilities = result
-        blurmap.set_probabilities(list(done_cells), probabilities, options.min_blur_probability)
+    def job(group: Sequence[tuple[int, int]]) -> ClassifyJob:
+        return ClassifyJob(key, tuple(group), options.tile_size, options.method, mpp, options.precision)
 
+    def record(result: tuple[Any, ...]) -> None:
+        blurmap.set_probabilities(list(result[0]), result[1], options.min_blur_probability)
+
+    if write_through is not None and options.block % options.tile_size == 0:
+        work, layout = write_through
+        per_block = options.block // options.tile_size
+        groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        for r, c in cells:
+            groups.setdefault((r // per_block, c // per_block), []).append((r, c))
+        futures: list[Future[Any]]
+        block_jobs = []
+        for (br, bc), group in groups.items():
+            y, x = br * options.block, bc * options.block
+            box = Box(x, y, min(options.block, width - x), min(options.block, height - y))
+            block_jobs.append(ClassifyBlockJob(job(group), str(work.zarr_path), box, str(work.marker(0, y, x)),
+                                               options.min_blur_probability))
+        futures = client.map(classify_block, block_jobs, retries=2, pure=False)
+    else:
+        futures = client.map(classify_cells, [job(cells[i : i + CELLS_PER_TASK])
+                                              for i in range(0, len(cells), CELLS_PER_TASK)], retries=2, pure=False)
     _gather(client, futures, progress, "classify", record)
     return blurmap
 
@@ -398,17 +428,17 @@ def run(
         timings: dict[str, float] = {}
         with _progress(options.progress) as progress, \
                 dask_client(options.scheduler, options.workers, options.gpus) as client:
-            t = time.perf_counter()
-            if work.blurmap_path.exists():
-                blurmap = BlurMap.load(work.blurmap_path)
-            else:
-                blurmap = classify_slide(client, source, key, options, mpp, progress)
-                blurmap.save(work.blurmap_path)
-            timings["classify_s"] = time.perf_counter() - t
             if not work.zarr_path.exists():
                 # kept as an output: zstd; only read back for TIFFs: LZ4, written several times faster
                 kept = any(kind == "ome-zarr" for _, kind in checked)
                 omezarr.create_pyramid(work.zarr_path, layout, scratch=not kept)
+            t = time.perf_counter()
+            if work.blurmap_path.exists():
+                blurmap = BlurMap.load(work.blurmap_path)
+            else:
+                blurmap = classify_slide(client, source, key, options, mpp, progress, write_through=(work, layout))
+                blurmap.save(work.blurmap_path)
+            timings["classify_s"] = time.perf_counter() - t
             t = time.perf_counter()
             restore_slide(client, blurmap, key, work, layout, options, mpp, progress)
             timings["restore_s"] = time.perf_counter() - t

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .blurmap import decide
 from .methods import get_method
 from .restore import restore_box
 from .slide import cached_slide
@@ -36,6 +37,19 @@ class ClassifyJob:
     method: str
     mpp: float
     precision: str = "auto"
+
+
+@dataclass(frozen=True)
+class ClassifyBlockJob:
+    """Classify the tissue cells of one level-0 block (read once, whole) and write the block through when none
+    of them asks for restoration: blending never changes a cell that is not restored, so those pixels are
+    final. A block already marked done (an interrupted run) is classified but not written again."""
+
+    classify: ClassifyJob
+    zarr_path: str
+    box: Box
+    marker: str
+    min_blur_probability: float
 
 
 @dataclass(frozen=True)
@@ -72,6 +86,30 @@ def classify_cells(job: ClassifyJob) -> tuple[tuple[tuple[int, int], ...], np.nd
         tiles.append(source.read(0, b.x, b.y, b.w, b.h))
     probabilities = get_method(job.method, job.precision).classify(np.stack(tiles), job.mpp)
     return job.cells, np.asarray(probabilities, dtype=np.float32)
+
+
+def classify_block(job: ClassifyBlockJob) -> tuple[tuple[tuple[int, int], ...], np.ndarray, bool]:
+    """Class probabilities (N, 4) for the block's tissue cells, and whether the block was written through."""
+    spec = job.classify
+    source = cached_slide(spec.slide.path, spec.slide.reader, spec.slide.mpp)
+    width, height = source.dimensions
+    box = job.box
+    pixels = source.read(0, box.x, box.y, box.w, box.h)
+    tiles = []
+    for row, col in spec.cells:
+        b = cell_read_box(row, col, spec.tile_size, width, height)
+        if box.x <= b.x and box.y <= b.y and b.x + b.w <= box.x + box.w and b.y + b.h <= box.y + box.h:
+            tiles.append(pixels[b.y - box.y : b.y - box.y + b.h, b.x - box.x : b.x - box.x + b.w])
+        else:  # an edge cell's read box is shifted inward, across the block's border
+            tiles.append(source.read(0, b.x, b.y, b.w, b.h))
+    probabilities = np.asarray(get_method(spec.method, spec.precision).classify(np.stack(tiles), spec.mpp),
+                               dtype=np.float32)
+    _, actions = decide(probabilities, job.min_blur_probability)
+    through = not bool(actions.any())
+    if through and not Path(job.marker).exists():
+        omezarr.write_block(job.zarr_path, 0, box.y, box.x, pixels, np.zeros(pixels.shape[:2], dtype=np.uint8))
+        _mark_done(job.marker)
+    return spec.cells, probabilities, through
 
 
 def _mark_done(marker: str) -> None:
