@@ -191,3 +191,30 @@ def test_scattered_cells_restore_only_their_patches(tissue: np.ndarray) -> None:
     whole = UnsharpMethod().restore(tissue, ("defocus",), 0.5)
     weights = action_weights(actions, (0, 0), tile, box, w, h, ramp_width(tile))
     np.testing.assert_array_equal(pixels, blend(tissue, {1: whole}, weights))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_weights_match_the_euclidean_distance_transform(seed: int) -> None:
+    """The closed-form distance to other cells gives the weights a full distance transform gives, bit for bit,
+    at slide edges and corners too."""
+    from wsi_deblur.blend import _smoothstep
+
+    rng = np.random.default_rng(seed)
+    tile, ramp = 64, 16
+    width, height = int(rng.integers(150, 400)), int(rng.integers(150, 400))
+    rows, cols = -(-height // tile), -(-width // tile)
+    actions = rng.choice(np.array([-1, 0, 1, 3], dtype=np.int8), size=(rows, cols), p=[0.2, 0.3, 0.3, 0.2])
+    x, y = int(rng.integers(0, width - 100)), int(rng.integers(0, height - 100))
+    box = Box(x, y, min(int(rng.integers(60, 200)), width - x), min(int(rng.integers(60, 200)), height - y))
+    weights = action_weights(actions, (0, 0), tile, box, width, height, ramp)
+    outer = box.grow(ramp)
+    ys = np.clip(np.arange(outer.y, outer.y + outer.h), 0, height - 1) // tile
+    xs = np.clip(np.arange(outer.x, outer.x + outer.w), 0, width - 1) // tile
+    for code in (1, 3):
+        inside = (actions == code)[ys[:, None], xs[None, :]]
+        if not inside[box.slices_in(outer)].any():
+            assert code not in weights
+            continue
+        distance = ndimage.distance_transform_edt(inside)[box.slices_in(outer)]
+        expected = _smoothstep((distance - 1.0) / ramp).astype(np.float32)
+        np.testing.assert_array_equal(weights[code], expected)
