@@ -151,11 +151,12 @@ def test_motion_pairs_include_unblurred_samples_and_are_blurrier() -> None:
         assert _high_frequency(blurred[i]) < 0.6 * _high_frequency(sharp[i]), params[i]
     for i in moved:
         p = params[i]
-        assert data.RESTORE_MOTION_PX[0] <= p["motion_px"] <= data.RESTORE_MOTION_PX[1]
-        if p["target_z_dof"]:  # mixed blur: the target keeps the defocus
+        if p["target_z_dof"]:  # mixed blur or plain defocus: the target keeps the defocus
             assert p["target_z_dof"] == p["z_dof"]
             assert data.UNDER_DEFOCUS_Z_DOF[0] <= abs(p["z_dof"]) <= data.UNDER_DEFOCUS_Z_DOF[1]
+            assert p["motion_px"] <= data.RESIDUAL_MOTION_PX or p["motion_px"] >= data.RESTORE_MOTION_PX[0]
         else:
+            assert data.RESTORE_MOTION_PX[0] <= p["motion_px"] <= data.RESTORE_MOTION_PX[1]
             assert abs(p["z_dof"]) <= data.RESIDUAL_Z_DOF
         assert data.RESTORE_JPEG[0] <= p["jpeg_quality"] <= data.RESTORE_JPEG[1]
     residual = [p for p in params if p["optics"] is not None and not p["target_z_dof"]]

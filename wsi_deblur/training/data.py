@@ -88,6 +88,9 @@ RESIDUAL_MOTION_PX = physics.STILL_MAX_MOTION_PX
 #: and the second network makes that worse.
 UNDER_DEFOCUS_FRACTION = 0.3
 UNDER_DEFOCUS_Z_DOF = (physics.DEFOCUS_MIN_Z_DOF, 4.5)
+#: Fraction of those with no motion to speak of (<= :data:`RESIDUAL_MOTION_PX`): defocus that the classifier
+#: calls mixed also goes through DL_motion first, which must then hand it on unchanged.
+UNDER_DEFOCUS_STILL_FRACTION = 0.3
 #: JPEG qualities of the classification tiles (DESIGN.md's evaluation range).
 CLASSIFY_JPEG = (80, 95)
 #: Fraction of in-focus classification tiles taken as they are (noise and JPEG only): the sources are real
@@ -283,7 +286,8 @@ def restoration_pairs(
 
     ``kind`` "defocus": defocus |z| in 0.5-4.5 DOF on either side at random optics, with motion <= 2 px in 30%
     of pairs. "motion": motion 3-45 px at any angle, with defocus <= 0.5 DOF in 30% of pairs and defocus
-    1-4.5 DOF in another 30% (mixed blur, whose target keeps the defocus: see :data:`UNDER_DEFOCUS_FRACTION`).
+    1-4.5 DOF in another 30% (mixed blur, or defocus with motion <= 2 px in 30% of those, whose target keeps
+    the defocus: see :data:`UNDER_DEFOCUS_FRACTION`).
     Both: camera noise and JPEG 75-98 on the input; 10% of pairs are not blurred (input = target + noise +
     JPEG). The target is otherwise the clean crop. ``n_psfs`` defocus PSFs are drawn and shared (default: one
     per 32 pairs), at optics from :func:`physics.random_optics` or, when given, from ``optics``. Deterministic
@@ -330,6 +334,8 @@ def restoration_pairs(
             if far and u < UNDER_DEFOCUS_FRACTION:
                 psf, keep_defocus = far[int(rng.integers(len(far)))], True
                 mpp = psf.optics.mpp
+                if rng.random() < UNDER_DEFOCUS_STILL_FRACTION:
+                    motion = float(rng.uniform(0.0, RESIDUAL_MOTION_PX))
             elif pool and u < UNDER_DEFOCUS_FRACTION + RESIDUAL_FRACTION:
                 psf = pool[int(rng.integers(len(pool)))]
                 mpp = psf.optics.mpp
