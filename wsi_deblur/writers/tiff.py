@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,14 @@ TILE_MULTIPLE = 16
 UM_PER_CM = 10_000.0
 #: Horizontal differencing (TIFF Predictor 2) helps the lossless dictionary coders on photographs.
 _PREDICTED = {"deflate", "lzw", "zstd"}
+
+
+def _cores() -> int:
+    """Cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 class _LevelTiles:
@@ -108,6 +117,7 @@ def write_pyramidal_tiff(
     software: str | None = None,
     associated: dict[str, np.ndarray] | None = None,
     progress: Callable[[int], None] | None = None,
+    threads: int | None = None,
 ) -> None:
     """Write every level of the OME-Zarr image at ``zarr_path`` as a tiled pyramidal TIFF at ``out_path``.
 
@@ -115,7 +125,9 @@ def write_pyramidal_tiff(
     the levels in SubIFDs (Bio-Formats, OMERO). ``quality`` applies to JPEG only. ``description`` becomes the
     ImageDescription of level 0 in a plain TIFF and the image's Description in the OME-XML. ``associated``
     (name -> (h, w, 3) uint8 RGB) is appended to a plain TIFF only. ``progress(n)`` is called with the number
-    of tiles written since its last call. ``out_path`` is written directly; a failed write leaves it partial.
+    of tiles written since its last call. ``threads`` compress tiles concurrently (default: every core this
+    process may use; the export runs when the rest of the work is done). ``out_path`` is written directly; a
+    failed write leaves it partial.
     """
     out_path = Path(out_path)
     if compression not in TIFF_COMPRESSIONS:
@@ -143,6 +155,7 @@ def write_pyramidal_tiff(
         "planarconfig": "contig",
         "resolutionunit": "CENTIMETER",
         "software": software,
+        "maxworkers": threads or _cores(),
         **options,
     }
     with tifffile.TiffWriter(out_path, bigtiff=True, ome=ome) as tif:
