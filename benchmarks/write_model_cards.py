@@ -28,6 +28,7 @@ def main() -> None:
                    f"--steps {t.get('steps')} --batch {t.get('batch')} --samples {t.get('data', {}).get('samples')}"
                    + (f" --patch {t['data']['patch']}" if name != "blur_classifier" else "")
                    + f" --learning-rate {t.get('optimizer', '').split('lr ')[-1].split(' ')[0]}"
+                   + (f" --seed {t['data']['seed']}" if t.get("data", {}).get("seed") else "")
                    + (f" --init {name}" if t.get("initialised_from") else "")
                    + f" --model-version {ModelConfig.load(folder / 'config.json').version} --register")
         print(write_model_card(folder, evaluation, command))

@@ -66,6 +66,14 @@ def _evaluation_lines(name: str, evaluation: dict[str, Any] | None) -> list[str]
             ssim = row["ssim"]
             lines.append(f"* Motion {row['motion_px']:g} px {row['direction']}: SSIM {ssim['blurred']:.3f} -> "
                          f"{ssim['dbmid']:.3f} (classical {ssim['classical']:.3f}).")
+        # mixed blur goes through this network first, then DL_defocus: mean over the motion lengths per defocus
+        mixed = results.get("mixed", [])
+        for z in sorted({row["z_abs"] for row in mixed}):
+            rows = [row for row in mixed if row["z_abs"] == z]
+            mean = {k: sum(row["ssim"][k] for row in rows) / len(rows) for k in ("blurred", "dbmid", "classical")}
+            lengths = ", ".join(f"{row['motion_px']:g}" for row in rows)
+            lines.append(f"* Mixed blur, {z:g} DOF with motion {lengths} px (then DL_defocus): SSIM "
+                         f"{mean['blurred']:.3f} -> {mean['dbmid']:.3f} (classical {mean['classical']:.3f}).")
     lines.append("")
     lines.append("Full tables and plots: `wsi-deblur evaluate` (figures in the README).")
     return lines
