@@ -412,3 +412,28 @@ def test_tiffslide_refuses_dicom(slides_dir: Path) -> None:
     with pytest.raises(SlideError) as excinfo:
         open_slide(path, reader="tiffslide")
     assert "openslide" in _assert_slide_error(excinfo, path)
+
+
+def test_direct_level0_reads_give_openslides_pixels(slides_dir: Path, sample_slides: Path) -> None:
+    """Level 0 of a JPEG-tiled Aperio or generic TIFF is decoded directly, bit for bit what OpenSlide gives
+    (regions across tile borders and the slide's edges too); JPEG 2000 SVS and other formats stay with
+    OpenSlide."""
+    from wsi_deblur.slide import _OpenSlideSource
+
+    for path in (slides_dir / "CMU-1-Small-Region.svs", sample_slides / "CMU-1-blurred.svs"):
+        fast = open_slide(path)
+        assert fast.reader == "openslide" and fast._direct is not None
+        plain = _OpenSlideSource(str(path), None)
+        width, height = fast.dimensions
+        rng = np.random.default_rng(5)
+        boxes = [(0, 0, 512, 512), (width - 300, height - 200, 600, 500), (-40, 100, 300, 300)]
+        boxes += [(int(rng.integers(0, width - 700)), int(rng.integers(0, height - 700)),
+                   int(rng.integers(1, 700)), int(rng.integers(1, 700))) for _ in range(12)]
+        for x, y, w, h in boxes:
+            np.testing.assert_array_equal(fast.read(0, x, y, w, h), plain.read(0, x, y, w, h))
+        if fast.level_count > 1:  # lower levels are OpenSlide's
+            np.testing.assert_array_equal(fast.read(1, 0, 0, 200, 200), plain.read(1, 0, 0, 200, 200))
+        fast.close()
+        plain.close()
+    assert open_slide(slides_dir / "TCGA-CR-7395-01A-01-TS1.svs")._direct is None  # JPEG 2000 tiles
+    assert open_slide(slides_dir / "boxes.tiff")._direct is None  # not JPEG

@@ -425,18 +425,75 @@ class _OpenSlideSource(SlideSource):
             self._slide.properties.get("openslide.vendor"),
         )
 
+    #: Vendors whose level 0 is the TIFF's first image as it stands (no bounds, no stitching).
+    _PLAIN_TIFF_VENDORS = ("aperio", "generic-tiff")
+    #: Side of the level-0 region both decoders must agree on before level 0 is read directly.
+    _PROBE = 512
+
+    _direct: Any = None  # a tiffslide handle on the same file, for level-0 reads (see enable_direct_reads)
+
     def _errors(self) -> tuple[type[BaseException], ...]:
+        if self._direct is not None:
+            return openslide_errors() + tiffslide_errors()
         return openslide_errors()
 
     def _read_inside(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        if level == 0 and self._direct is not None:
+            array = self._direct.read_region((x, y), 0, (width, height), as_array=True, padding=False)
+            return np.asarray(array)
         downsample = self.level_downsamples[level]
         origin = (round(x * downsample), round(y * downsample))
         return np.asarray(self._slide.read_region(origin, level, (width, height)))
+
+    def enable_direct_reads(self) -> bool:
+        """Read level 0 of a plain JPEG-tiled TIFF (Aperio SVS, generic tiled TIFF) by decoding its tiles
+        directly (tiffslide: tifffile and libjpeg-turbo), about three times as fast as OpenSlide's read, which
+        composites through an ARGB canvas. Taken only when OpenSlide's level 0 is the file's first image, the
+        file's image data are all inside it, and both decoders give the same pixels, bit for bit, on a probe
+        region at the centre of level 0; otherwise OpenSlide reads everything. Returns whether it was taken."""
+        if self.vendor not in self._PLAIN_TIFF_VENDORS or any(k.startswith("openslide.bounds-") for k in
+                                                               self.properties):
+            return False
+        failures: tuple[type[BaseException], ...] = (*tiffslide_errors(), ImportError)
+        try:
+            import tifffile
+            import tiffslide
+
+            with tifffile.TiffFile(self.path) as tif:
+                page = tif.pages.first
+                if not page.is_tiled or page.compression != tifffile.COMPRESSION.JPEG:
+                    return False
+            if tiff_damage(self.path) is not None:
+                return False
+            direct = tiffslide.TiffSlide(self.path)
+        except failures:
+            return False
+        width, height = self.dimensions
+        if tuple(direct.level_dimensions[0]) != (width, height):
+            direct.close()
+            return False
+        pw, ph = min(self._PROBE, width), min(self._PROBE, height)
+        x, y = (width - pw) // 2, (height - ph) // 2
+        try:
+            theirs = composite(as_rgba(np.asarray(direct.read_region((x, y), 0, (pw, ph), as_array=True,
+                                                                     padding=False)), self.path), self.background)
+            ours = composite(as_rgba(np.asarray(self._slide.read_region((x, y), 0, (pw, ph))), self.path),
+                             self.background)
+        except (*openslide_errors(), *tiffslide_errors()):
+            direct.close()
+            return False
+        if theirs.shape != ours.shape or not np.array_equal(theirs, ours):
+            direct.close()
+            return False
+        self._direct = direct
+        return True
 
     def _associated(self, name: str) -> Image.Image:
         return self._slide.associated_images[name]
 
     def _close(self) -> None:
+        if self._direct is not None:
+            self._direct.close()
         self._slide.close()
 
 
@@ -532,6 +589,8 @@ def open_slide(
     except SlideError:
         source.close()
         raise
+    if isinstance(source, _OpenSlideSource) and kind == "tiff":
+        source.enable_direct_reads()
     return source
 
 
