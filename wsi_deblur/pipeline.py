@@ -39,6 +39,7 @@ from .tasks import (
     classify_block,
     classify_cells,
     downsample_block,
+    load_method,
     restore_block,
 )
 from .tiling import Box, cells_touching
@@ -227,6 +228,12 @@ def classify_slide(
     once, not twice.
     """
     width, height = source.dimensions
+    # every worker loads the models (seconds) while this process finds the tissue
+    warm_up = [
+        client.submit(load_method, options.method, options.precision, workers=[address],
+                      allow_other_workers=False, pure=False)
+        for address in client.scheduler_info().get("workers", {})
+    ]
     mask = tissue_mask(source.thumbnail(MASK_SIZE))
     tissue = tissue_cells(mask, width, height, options.tile_size)
     blurmap = BlurMap.empty(width, height, options.tile_size, tissue)
@@ -256,6 +263,7 @@ def classify_slide(
         futures = client.map(classify_cells, [job(cells[i : i + CELLS_PER_TASK])
                                               for i in range(0, len(cells), CELLS_PER_TASK)], retries=2, pure=False)
     _gather(client, futures, progress, "classify", record)
+    client.cancel(warm_up)
     return blurmap
 
 

@@ -653,6 +653,8 @@ def describe(source: SlideSource) -> dict[str, object]:
     summary: dict[str, object] = {
         "path": source.path,
         "reader": source.reader,
+        # OpenSlide slides whose level 0 is decoded directly (see _OpenSlideSource.enable_direct_reads)
+        "level0_decoder": "tiffslide" if getattr(source, "_direct", None) is not None else source.reader,
         "vendor": source.vendor,
         "format": source.format,
         "width": width,

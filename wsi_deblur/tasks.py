@@ -76,6 +76,11 @@ class DownsampleJob:
     marker: str
 
 
+def load_method(method: str, precision: str) -> None:
+    """Load a method's models into this worker's cache (a warm-up while the client computes the tissue mask)."""
+    get_method(method, precision)
+
+
 def classify_cells(job: ClassifyJob) -> tuple[tuple[tuple[int, int], ...], np.ndarray]:
     """Class probabilities (N, 4) for a group of cells."""
     source = cached_slide(job.slide.path, job.slide.reader, job.slide.mpp)

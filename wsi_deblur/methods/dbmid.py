@@ -14,8 +14,9 @@ from collections.abc import Callable
 import numpy as np
 
 from ..models.backend import resolve_precision
+from ..models.config import ModelConfig
 from ..models.networks import REFERENCE_MPP, receptive_radius
-from ..models.registry import LoadedModel, load_model
+from ..models.registry import LoadedModel, load_model, model_folder
 from ..tissue import MIN_DENSITY, MIN_SATURATION
 from . import DBMID_CLASSIFIER as CLASSIFIER
 from . import DBMID_RESTORERS as RESTORERS
@@ -38,13 +39,32 @@ class DBMIDMethod:
             tf_logger.setLevel(logging.ERROR)
         self.precision = resolve_precision(precision)
         self.classifier: LoadedModel = load_model(classifier, self.precision, inference=True)
-        self.restorers: dict[str, LoadedModel] = {
-            step: load_model(model, self.precision) for step, model in (restorers or RESTORERS).items()
-        }
-        self.models = {m.config.name: m.config.version for m in (self.classifier, *self.restorers.values())}
+        # the restorers are built when first used: a classification pass (every tissue tile of a slide, on every
+        # worker) needs only the classifier. Their configs and weights files are checked now.
+        self._restorer_names = dict(restorers or RESTORERS)
+        configs: dict[str, ModelConfig] = {}
+        for step, model in self._restorer_names.items():
+            folder, _ = model_folder(model)
+            configs[step] = ModelConfig.load(folder / "config.json")
+            if not (folder / configs[step].weights).exists():
+                raise ValueError(f"{folder}: weights file {configs[step].weights} is missing")
+        self._restorer_configs = configs
+        self._restorers: dict[str, LoadedModel] = {}
+        self.models = {c.name: c.version for c in (self.classifier.config, *configs.values())}
         self.version = "+".join(f"{k}-{v}" for k, v in sorted(self.models.items()))
-        self.align = max(m.config.architecture.align for m in self.restorers.values())
-        self._radius = max(receptive_radius(m.config.architecture) for m in self.restorers.values())
+        self.align = max(c.architecture.align for c in configs.values())
+        self._radius = max(receptive_radius(c.architecture) for c in configs.values())
+
+    def restorer(self, step: str) -> LoadedModel:
+        """The network for a restoration step ("defocus", "motion"), built on first use."""
+        if step not in self._restorers:
+            self._restorers[step] = load_model(self._restorer_names[step], self.precision)
+        return self._restorers[step]
+
+    @property
+    def restorers(self) -> dict[str, LoadedModel]:
+        """Every restoration network, by step (builds those not built yet)."""
+        return {step: self.restorer(step) for step in self._restorer_names}
 
     @staticmethod
     def _working_mpp(mpp: float, model: LoadedModel) -> float:
@@ -54,7 +74,7 @@ class DBMIDMethod:
 
     def halo(self, mpp: float) -> int:
         """The networks' receptive field in the slide's pixels (larger when tiles are shrunk to run)."""
-        scale = max(self._working_mpp(mpp, m) / mpp for m in self.restorers.values())
+        scale = max(float(np.clip(mpp, *c.mpp_range)) / mpp for c in self._restorer_configs.values())
         return int(np.ceil(self._radius * scale))
 
     def classify(self, tiles: np.ndarray, mpp: float) -> np.ndarray:
@@ -81,7 +101,7 @@ class DBMIDMethod:
     def restore(self, image: np.ndarray, steps: tuple[str, ...], mpp: float) -> np.ndarray:
         out = np.asarray(image)
         for step in steps:
-            out = self._run(self.restorers[step], out, mpp)
+            out = self._run(self.restorer(step), out, mpp)
         return out
 
     def _run(self, model: LoadedModel, image: np.ndarray, mpp: float) -> np.ndarray:
