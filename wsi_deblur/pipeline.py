@@ -245,13 +245,13 @@ def classify_slide(
     def record(result: tuple[Any, ...]) -> None:
         blurmap.set_probabilities(list(result[0]), result[1], options.min_blur_probability)
 
+    futures: list[Future[Any]]
     if write_through is not None and options.block % options.tile_size == 0:
         work, layout = write_through
         per_block = options.block // options.tile_size
         groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
         for r, c in cells:
             groups.setdefault((r // per_block, c // per_block), []).append((r, c))
-        futures: list[Future[Any]]
         block_jobs = []
         for (br, bc), group in groups.items():
             y, x = br * options.block, bc * options.block

@@ -104,7 +104,7 @@ def classify_block(job: ClassifyBlockJob) -> tuple[tuple[tuple[int, int], ...], 
     for row, col in spec.cells:
         b = cell_read_box(row, col, spec.tile_size, width, height)
         if box.x <= b.x and box.y <= b.y and b.x + b.w <= box.x + box.w and b.y + b.h <= box.y + box.h:
-            tiles.append(pixels[b.y - box.y : b.y - box.y + b.h, b.x - box.x : b.x - box.x + b.w])
+            tiles.append(pixels[b.slices_in(box)])
         else:  # an edge cell's read box is shifted inward, across the block's border
             tiles.append(source.read(0, b.x, b.y, b.w, b.h))
     probabilities = np.asarray(get_method(spec.method, spec.precision).classify(np.stack(tiles), spec.mpp),

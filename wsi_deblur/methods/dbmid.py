@@ -67,20 +67,20 @@ class DBMIDMethod:
         return {step: self.restorer(step) for step in self._restorer_names}
 
     @staticmethod
-    def _working_mpp(mpp: float, model: LoadedModel) -> float:
+    def _working_mpp(mpp: float, config: ModelConfig) -> float:
         """The pixel size a model runs at: ``mpp`` clipped to the range it was trained on."""
-        lo, hi = model.config.mpp_range
+        lo, hi = config.mpp_range
         return float(np.clip(mpp, lo, hi))
 
     def halo(self, mpp: float) -> int:
         """The networks' receptive field in the slide's pixels (larger when tiles are shrunk to run)."""
-        scale = max(float(np.clip(mpp, *c.mpp_range)) / mpp for c in self._restorer_configs.values())
+        scale = max(self._working_mpp(mpp, c) / mpp for c in self._restorer_configs.values())
         return int(np.ceil(self._radius * scale))
 
     def classify(self, tiles: np.ndarray, mpp: float) -> np.ndarray:
         tiles = np.asarray(tiles)
         size = self.classifier.config.input_size
-        working = self._working_mpp(mpp, self.classifier)
+        working = self._working_mpp(mpp, self.classifier.config)
         crops, owners = [], []
         for i, tile in enumerate(tiles):
             if working != mpp:
@@ -105,7 +105,7 @@ class DBMIDMethod:
         return out
 
     def _run(self, model: LoadedModel, image: np.ndarray, mpp: float) -> np.ndarray:
-        working = self._working_mpp(mpp, model)
+        working = self._working_mpp(mpp, model.config)
         if working != mpp:
             return _restore_resampled(functools.partial(self._run, model, mpp=working), image, mpp / working)
         align = model.config.architecture.align
