@@ -194,7 +194,7 @@ def test_pass_one_writes_in_focus_blocks_through(sample: Path, tmp_path: Path) -
     from rich.progress import Progress
 
     from wsi_deblur.cluster import dask_client
-    from wsi_deblur.pipeline import classify_slide
+    from wsi_deblur.passes import classify_slide
     from wsi_deblur.slide import open_slide
     from wsi_deblur.tasks import SlideKey
     from wsi_deblur.workdir import WorkFolder

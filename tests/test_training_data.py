@@ -10,7 +10,7 @@ import pytest
 from wsi_deblur import physics
 from wsi_deblur._types import LABELS
 from wsi_deblur.slide import open_slide
-from wsi_deblur.training import data
+from wsi_deblur.training import cache, data
 
 #: Optics for the restoration tests: a 20x scanner and a thick, partially coherent, aberrated section (PSFs
 #: of random optics take up to seconds each; the classification test covers random optics).
@@ -239,14 +239,14 @@ def test_evaluation_grid_covers_the_design_grid() -> None:
 
 
 def test_cached_pairs_are_built_once_and_loaded(tmp_path: Path) -> None:
-    path = data.cache_path("motion", 3, 32, 9, "test", tmp_path)
+    path = cache.cache_path("motion", 3, 32, 9, "test", tmp_path)
     assert path.parent == tmp_path and not path.exists()
-    first = data.cached_pairs("motion", 3, 32, 9, "test", directory=tmp_path)
+    first = cache.cached_pairs("motion", 3, 32, 9, "test", directory=tmp_path)
     assert path.is_file()
     stamp = path.stat().st_mtime_ns
-    second = data.cached_pairs("motion", 3, 32, 9, "test", directory=tmp_path)
+    second = cache.cached_pairs("motion", 3, 32, 9, "test", directory=tmp_path)
     assert path.stat().st_mtime_ns == stamp
     assert np.array_equal(first[0], second[0]) and np.array_equal(first[1], second[1])
     assert first[2] == second[2]
     assert all(p["source"] in data.SPLITS["test"] for p in second[2])
-    assert data.cache_path("motion", 3, 32, 10, "test", tmp_path) != path
+    assert cache.cache_path("motion", 3, 32, 10, "test", tmp_path) != path

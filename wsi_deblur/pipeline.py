@@ -3,121 +3,43 @@
 Orchestration only: reading, tiling, methods, blending and writing live in their own modules. Work is spread over
 a Dask cluster as one task per group of tiles (pass 1) and one task per output block (passes 2 and 3); the client
 keeps only the blur map. See DESIGN.md, "Data flow".
+
+The options and output kinds are in :mod:`.run_options`, the passes themselves in :mod:`.passes`; this module
+checks the inputs, runs the passes in order, exports the outputs and writes the report.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from distributed import Client, Future, as_completed
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from distributed import Client, Future
+from rich.progress import Progress
 
 from ._types import OutputError, SlideError, UsageError
 from ._version import __version__
-from .blend import ramp_width
-from .blurmap import DEFAULT_MIN_BLUR_PROBABILITY, BlurMap
-from .cluster import dask_client, gpu_resources
-from .methods import DEFAULT_METHOD, method_info
-from .models.backend import PRECISIONS
+from .blurmap import BlurMap
+from .cluster import dask_client
+from .methods import method_info
+from .passes import build_pyramid, classify_slide, progress_display, restore_slide
 from .report import write_report
+from .run_options import MPP_RANGE, OUTPUT_ENDINGS, RunOptions, output_kind
 from .slide import SlideSource, open_slide
 from .tasks import (
-    BlockJob,
-    ClassifyBlockJob,
-    ClassifyJob,
-    DownsampleJob,
     SlideKey,
-    classify_block,
-    classify_cells,
-    downsample_block,
-    load_method,
-    restore_block,
 )
-from .tiling import Box, cells_touching
-from .tissue import MASK_SIZE, tissue_cells, tissue_mask
 from .workdir import WorkFolder, input_identity, work_folder
 from .writers import omezarr
-from .writers.tiff import TIFF_COMPRESSIONS, write_pyramidal_tiff
+from .writers.tiff import write_pyramidal_tiff
 
 logger = logging.getLogger(__name__)
-
-#: Output kinds by file ending (longest ending first).
-OUTPUT_ENDINGS: tuple[tuple[str, str], ...] = (
-    (".ome.zarr", "ome-zarr"),
-    (".ome.tiff", "ome-tiff"),
-    (".ome.tif", "ome-tiff"),
-    (".tiff", "tiff"),
-    (".tif", "tiff"),
-)
-#: Plausible pixel sizes (um/px) for a slide at level 0: from 100x oil (~0.05) to a 1x overview (~20).
-MPP_RANGE = (0.05, 20.0)
-#: Tissue tiles classified per task: enough work to amortise scheduling, small enough to balance load.
-CELLS_PER_TASK = 8
-
-
-def output_kind(path: Path) -> str:
-    """The format an output path asks for, from its ending."""
-    name = path.name.lower()
-    for ending, kind in OUTPUT_ENDINGS:
-        if name.endswith(ending) and len(name) > len(ending):
-            return kind
-    endings = ", ".join(e for e, _ in OUTPUT_ENDINGS)
-    raise UsageError(f"{path}: unknown output format; end the name with one of {endings}")
-
-
-@dataclass
-class RunOptions:
-    """Everything that steers a run besides the slide and the outputs."""
-
-    method: str = DEFAULT_METHOD
-    reader: str = "openslide"
-    mpp: float | None = None
-    tile_size: int = 512
-    block: int = 1024
-    chunk: int = 512
-    ngff: str = "0.4"
-    compression: str = "jpeg"
-    quality: int = 90
-    keep_associated: bool = False
-    report_dir: Path | None = None
-    scheduler: str | None = None
-    workers: int | None = None
-    gpus: int = 0
-    precision: str = "auto"
-    restart: bool = False
-    overwrite: bool = False
-    min_blur_probability: float = DEFAULT_MIN_BLUR_PROBABILITY
-    progress: bool = True
-
-    def check(self) -> None:
-        if self.ngff not in omezarr.NGFF_VERSIONS:
-            raise UsageError(f"--ngff must be one of {', '.join(omezarr.NGFF_VERSIONS)}, not {self.ngff!r}")
-        if self.compression not in TIFF_COMPRESSIONS:
-            raise UsageError(f"--compression must be one of {', '.join(TIFF_COMPRESSIONS)}, not {self.compression!r}")
-        if not 1 <= self.quality <= 100:
-            raise UsageError(f"--quality must be within 1..100, not {self.quality}")
-        if self.mpp is not None and not MPP_RANGE[0] <= self.mpp <= MPP_RANGE[1]:
-            raise UsageError(f"--mpp {self.mpp} is not a plausible pixel size (0.05 to 20 um/px)")
-        if self.precision not in PRECISIONS:
-            raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
-        if self.gpus < 0:
-            raise UsageError(f"--gpus must be 0 or more, not {self.gpus}")
-        if self.gpus and self.scheduler:
-            raise UsageError("--gpus starts a local GPU cluster; with --scheduler, start GPU workers there "
-                             "(dask worker --resources GPU=1)")
-        if self.gpus and importlib.util.find_spec("dask_cuda") is None:
-            raise UsageError("--gpus needs dask-cuda on this machine (pip install dask-cuda)")
-        if self.tile_size % 16 or self.block % self.chunk or self.chunk % 16:
-            raise UsageError("tile and chunk sizes must be multiples of 16 and the block a multiple of the chunk")
 
 
 @dataclass
@@ -187,139 +109,6 @@ def default_report_dir(first_output: Path) -> Path:
     return first_output.with_name(name + ".report")
 
 
-# -- progress -----------------------------------------------------------------------------------------------------
-
-
-def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description:<10}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        disable=not enabled,
-        transient=False,
-    )
-
-
-def _gather(
-    client: Client, futures: list[Future], progress: Progress, label: str, on_result: Callable[[Any], None]
-) -> None:
-    task = progress.add_task(label, total=len(futures))
-    for future in as_completed(futures):
-        on_result(future.result())
-        progress.advance(task)
-        future.release()
-
-
-# -- the passes ---------------------------------------------------------------------------------------------------
-
-
-def classify_slide(
-    client: Client, source: SlideSource, key: SlideKey, options: RunOptions, mpp: float, progress: Progress,
-    write_through: tuple[WorkFolder, omezarr.PyramidLayout] | None = None,
-) -> BlurMap:
-    """Pass 1: tissue mask, then class probabilities for every tissue tile.
-
-    With ``write_through`` (the run's work folder and pyramid, the block a multiple of the tile size), one task
-    per level-0 block that holds tissue reads the block once, classifies its cells and writes the block into
-    the working pyramid when none of them is to be restored (pass 2 then skips it): in-focus tissue is decoded
-    once, not twice.
-    """
-    width, height = source.dimensions
-    # every worker loads the models (seconds) while this process finds the tissue
-    warm_up = [
-        client.submit(load_method, options.method, options.precision, workers=[address],
-                      allow_other_workers=False, pure=False)
-        for address in client.scheduler_info().get("workers", {})
-    ]
-    mask = tissue_mask(source.thumbnail(MASK_SIZE))
-    tissue = tissue_cells(mask, width, height, options.tile_size)
-    blurmap = BlurMap.empty(width, height, options.tile_size, tissue)
-    cells = [(int(r), int(c)) for r, c in zip(*np.nonzero(tissue), strict=True)]
-
-    def job(group: Sequence[tuple[int, int]]) -> ClassifyJob:
-        return ClassifyJob(key, tuple(group), options.tile_size, options.method, mpp, options.precision)
-
-    def record(result: tuple[Any, ...]) -> None:
-        blurmap.set_probabilities(list(result[0]), result[1], options.min_blur_probability)
-
-    futures: list[Future[Any]]
-    if write_through is not None and options.block % options.tile_size == 0:
-        work, layout = write_through
-        per_block = options.block // options.tile_size
-        groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
-        for r, c in cells:
-            groups.setdefault((r // per_block, c // per_block), []).append((r, c))
-        block_jobs = []
-        for (br, bc), group in groups.items():
-            y, x = br * options.block, bc * options.block
-            box = Box(x, y, min(options.block, width - x), min(options.block, height - y))
-            block_jobs.append(ClassifyBlockJob(job(group), str(work.zarr_path), box, str(work.marker(0, y, x)),
-                                               options.min_blur_probability))
-        futures = client.map(classify_block, block_jobs, retries=2, pure=False)
-    else:
-        futures = client.map(classify_cells, [job(cells[i : i + CELLS_PER_TASK])
-                                              for i in range(0, len(cells), CELLS_PER_TASK)], retries=2, pure=False)
-    _gather(client, futures, progress, "classify", record)
-    client.cancel(warm_up)
-    return blurmap
-
-
-def _block_job(
-    blurmap: BlurMap, key: SlideKey, work: WorkFolder, box: Box, options: RunOptions, mpp: float
-) -> BlockJob:
-    reach = box.grow(ramp_width(blurmap.tile_size)).clip(blurmap.width, blurmap.height)
-    rows, cols = cells_touching(reach, blurmap.tile_size, blurmap.shape)
-    window = np.ascontiguousarray(blurmap.actions[rows, cols])
-    return BlockJob(
-        slide=key, zarr_path=str(work.zarr_path), box=box, actions=window,
-        cell_origin=(rows.start, cols.start), tile_size=blurmap.tile_size, method=options.method, mpp=mpp,
-        precision=options.precision,
-        marker=str(work.marker(0, box.y, box.x)),
-    )
-
-
-def restore_slide(
-    client: Client, blurmap: BlurMap, key: SlideKey, work: WorkFolder, layout: omezarr.PyramidLayout,
-    options: RunOptions, mpp: float, progress: Progress,
-) -> int:
-    """Pass 2: every level-0 block written once, restored where the blur map asks. Returns blocks restored."""
-    done = work.done_markers(0)
-    jobs = [
-        _block_job(blurmap, key, work, Box(x, y, w, h), options, mpp)
-        for y, x, h, w in layout.blocks(0)
-        if f"{y}_{x}" not in done
-    ]
-    restored = 0
-
-    def count(result: bool) -> None:
-        nonlocal restored
-        restored += int(result)
-
-    # on GPU workers where the cluster has them (DESIGN.md: a resource nobody has would wait forever)
-    resources = gpu_resources(client)
-    futures = client.map(restore_block, jobs, retries=2, pure=False, resources=resources)
-    _gather(client, futures, progress, "restore", count)
-    return restored
-
-
-def build_pyramid(client: Client, work: WorkFolder, layout: omezarr.PyramidLayout, progress: Progress) -> None:
-    """Pass 3: each reduced level from the one above, one task per block, level by level."""
-    jobs_per_level = []
-    for level in range(1, layout.levels):
-        done = work.done_markers(level)
-        jobs_per_level.append([
-            DownsampleJob(str(work.zarr_path), level, Box(x, y, w, h), str(work.marker(level, y, x)))
-            for y, x, h, w in layout.blocks(level)
-            if f"{y}_{x}" not in done
-        ])
-    task = progress.add_task("pyramid", total=sum(len(j) for j in jobs_per_level))
-    for jobs in jobs_per_level:
-        for future in as_completed(client.map(downsample_block, jobs, retries=2, pure=False)):
-            future.result()
-            progress.advance(task)
 
 
 # -- exports ------------------------------------------------------------------------------------------------------
@@ -434,7 +223,7 @@ def run(
             associated = {n: source.read_associated(n) for n in source.associated_names}
         provenance = _provenance(options, mpp, slide_path)
         timings: dict[str, float] = {}
-        with _progress(options.progress) as progress, \
+        with progress_display(options.progress) as progress, \
                 dask_client(options.scheduler, options.workers, options.gpus) as client:
             if not work.zarr_path.exists():
                 # kept as an output: zstd; only read back for TIFFs: LZ4, written several times faster
@@ -478,7 +267,7 @@ def qc(
     with open_checked(slide_path, options.reader, options.mpp) as source:
         mpp = float(source.mpp)  # type: ignore[arg-type]
         key = SlideKey(str(slide_path.resolve()), options.reader, options.mpp)
-        with _progress(options.progress) as progress, \
+        with progress_display(options.progress) as progress, \
                 dask_client(options.scheduler, options.workers, options.gpus) as client:
             blurmap = classify_slide(client, source, key, options, mpp, progress)
         target = Path(report_dir) if report_dir else Path.cwd() / (slide_path.stem + ".report")

@@ -14,15 +14,9 @@ convolution), so no border is invented.
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
 import math
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,7 +25,6 @@ from scipy import fft as sfft
 from .. import physics
 from .._types import LABELS
 from ..physics import _camera_noise, _combine, _jpeg_roundtrip
-from . import sources as _sources_module
 from .sources import (
     CATALOGUE,
     EXCLUDED,
@@ -53,8 +46,6 @@ __all__ = [
     "SPLITS",
     "SUPPORTED_MPP",
     "Source",
-    "cache_path",
-    "cached_pairs",
     "classification_set",
     "data_dir",
     "evaluation_grid",
@@ -114,8 +105,6 @@ EVAL_OPTICS: tuple[tuple[str, physics.Optics], ...] = (
 EVAL_MIXED_Z_DOF: tuple[float, ...] = (1.5, 3.0)
 EVAL_MIXED_MOTION_PX: tuple[float, ...] = (10.0, 30.0)
 
-#: Cache folder of :func:`cached_pairs`.
-DEFAULT_CACHE = Path.home() / ".cache" / "wsi-deblur" / "data"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -440,56 +429,3 @@ def evaluation_grid(split: str = "test") -> Iterator[dict[str, Any]]:
                     "z_um": spec.z_um(optics), "jpeg_quality": quality, "split": split, "sources": names,
                     "max_upsample": upsample,
                 }
-
-
-# ----------------------------------------------------------------------------------------------------
-# Cache
-
-
-@functools.cache
-def _recipe_hash() -> str:
-    """Hash of this module and the physics module: cached pairs are rebuilt when either changes."""
-    h = hashlib.sha256()
-    for module in (__file__, _sources_module.__file__, physics.__file__):
-        h.update(Path(module).read_bytes())
-    return h.hexdigest()[:10]
-
-
-def cache_path(kind: str, n: int, size: int, seed: int, split: str, directory: Path | None = None) -> Path:
-    """Where :func:`cached_pairs` keeps these pairs (default folder ``~/.cache/wsi-deblur/data``)."""
-    if kind not in KINDS:
-        raise ValueError(f"cache_path: unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
-    if split not in SPLITS:
-        raise ValueError(f"cache_path: unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    folder = Path(directory) if directory is not None else DEFAULT_CACHE
-    return folder / f"{kind}-{split}-n{n}-px{size}-seed{seed}-{_recipe_hash()}.npz"
-
-
-def cached_pairs(
-    kind: str,
-    n: int,
-    size: int,
-    seed: int,
-    split: str = "train",
-    directory: str | Path | None = None,
-) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
-    """:func:`restoration_pairs`, built once and kept as ``.npz`` under ``directory``; loaded next time."""
-    path = cache_path(kind, n, size, seed, split, None if directory is None else Path(directory))
-    if path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                blurred, sharp, text = z["blurred"], z["sharp"], str(z["params"])
-            return blurred, sharp, json.loads(text)
-        except (OSError, ValueError, KeyError) as error:
-            raise ValueError(f"{path}: unreadable cached training data ({error}); delete the file") from error
-    blurred, sharp, params = restoration_pairs(kind, n, size, seed, split)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.stem, suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, blurred=blurred, sharp=sharp, params=np.array(json.dumps(params)))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return blurred, sharp, params

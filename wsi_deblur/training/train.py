@@ -137,7 +137,7 @@ def train(
     Checkpoints go to ``out_dir/checkpoint/``; running the same command again resumes from them (``restart``
     throws them away). The checkpoint folder is removed once the model folder is complete.
     """
-    from . import data
+    from . import cache, data
 
     settings = settings or TrainSettings()
     config = default_config(target, arch, version)
@@ -159,8 +159,8 @@ def train(
         loss = "categorical_crossentropy"
         metrics = ["accuracy"]
     else:
-        blurred, sharp, params = data.cached_pairs(target, settings.samples, settings.patch, settings.seed,
-                                                   directory=data_dir)
+        blurred, sharp, params = cache.cached_pairs(target, settings.samples, settings.patch, settings.seed,
+                                                    directory=data_dir)
         pair_mpp = [float(p["mpp"]) for p in params]
         mpp_range = (min(pair_mpp), max(pair_mpp))
         inputs = blurred.astype(np.float32) / 255.0
