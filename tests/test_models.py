@@ -98,6 +98,55 @@ def test_training_can_go_on_from_a_trained_model(tmp_path: Path) -> None:
         train("classifier", tmp_path / "clf", replace(settings, init=str(first)), data_dir=tmp_path / "data")
 
 
+def test_spectral_branch_reads_the_direction_and_reach_of_blur() -> None:
+    """Horizontal motion empties the horizontal-frequency sectors of the high rings and leaves the vertical
+    ones; a round blur lowers every sector of the high rings alike."""
+    from scipy import ndimage
+
+    from wsi_deblur.models.networks import SPECTRUM_RING_EDGES, SPECTRUM_SECTORS, RingSectorSpectrum
+
+    rng = np.random.default_rng(3)
+    sharp = ndimage.gaussian_filter(rng.random((128, 128)), 0.7)
+    moved = ndimage.uniform_filter1d(sharp, 9, axis=1, mode="wrap")
+    round_blur = ndimage.gaussian_filter(sharp, 2.0, mode="wrap")
+    layer = RingSectorSpectrum(128)
+    x = np.stack([np.repeat(im[..., None], 3, axis=-1) for im in (sharp, moved, round_blur)]).astype(np.float32)
+    rings = len(SPECTRUM_RING_EDGES) - 1
+    out = np.asarray(layer(x)).reshape(3, rings, SPECTRUM_SECTORS)
+    assert np.isfinite(out).all()
+    high = slice(rings - 4, rings)
+    across, along = 0, SPECTRUM_SECTORS // 2  # sectors of horizontal and of vertical frequencies
+    assert np.all(out[1, high, across] < out[1, high, along] - 1.0)
+    assert np.all(np.abs(out[0, high, across] - out[0, high, along]) < 0.5)
+    assert np.ptp(out[2, high], axis=1).max() < 0.6
+    assert np.all(out[2, high].mean(axis=1) < out[0, high].mean(axis=1) - 1.0)
+
+
+def test_a_classifier_with_a_new_branch_starts_from_the_prior(tmp_path: Path) -> None:
+    """Training with ``init`` a classifier that lacks the spectral branch copies every layer the two share and
+    starts the new ones fresh; an architecture that differs otherwise is refused."""
+    from dataclasses import replace
+
+    from wsi_deblur.models.networks import build
+    from wsi_deblur.training.train import _initialise, default_config
+
+    config = default_config("classifier")
+    assert config.architecture.spectrum
+    prior_config = replace(config, architecture=replace(config.architecture, spectrum=0), version="0.9.0")
+    prior = build(prior_config)
+    prior_config.save(tmp_path / "config.json")
+    prior.save_weights(str(tmp_path / prior_config.weights))
+    network = build(config)
+    info = _initialise(network, config, str(tmp_path))
+    assert info["new_layers"] == ["spectrum_dense", "hidden"]
+    for name in ("stem", "stem_bn", "stage4_1", "probabilities"):
+        for a, b in zip(network.get_layer(name).get_weights(), prior.get_layer(name).get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+    other = replace(config, architecture=replace(config.architecture, features=(8, 16)))
+    with pytest.raises(ValueError, match="same architecture"):
+        _initialise(build(other), other, str(tmp_path))
+
+
 def test_model_code_imports_no_tensorflow() -> None:
     for path in [*(PACKAGE / "models").glob("*.py"), PACKAGE / "methods" / "dbmid.py"]:
         tree = ast.parse(path.read_text())

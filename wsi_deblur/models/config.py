@@ -20,13 +20,15 @@ ARCHITECTURES = {"restorer": ("rednet",), "classifier": ("blurnet", "vgg16")}
 class Architecture:
     """Layer layout. Restorer (RED-Net style): ``features[i]`` channels at 1/2**i resolution, ``features[0]`` at
     full resolution, one stride-2 step between consecutive entries, ``convs`` convolutions per level, symmetric
-    skip connections added by sum, a global residual. Classifier: ``features`` per stride-2 stage."""
+    skip connections added by sum, a global residual. Classifier: ``features`` per stride-2 stage; ``spectrum``:
+    width of the spectral branch (the crop's power spectrum in rings and sectors; 0 leaves it out)."""
 
     type: str
     features: tuple[int, ...]
     convs: int = 2
     kernel: int = 3
     first_kernel: int = 5
+    spectrum: int = 0
 
     @property
     def downsamplings(self) -> int:

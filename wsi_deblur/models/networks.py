@@ -4,7 +4,9 @@
   with stride-2 steps, transposed convolutions coming up, symmetric skip connections added by sum, and a global
   residual (the network predicts the correction to its input).
 * ``blurnet``: the shipped blur classifier: a small strided CNN on a fixed-size crop at the slide's native
-  resolution, pooled globally, with the pixel size as a second input (blur extent in pixels depends on it).
+  resolution, pooled globally, with the pixel size as a second input (blur extent in pixels depends on it),
+  and optionally a spectral branch: the crop's power spectrum averaged over rings and sectors
+  (:class:`RingSectorSpectrum`), where the direction of motion blur and the reach of defocus are read directly.
 * ``vgg16``: the paper's classifier topology, from scratch (no pretrained weights can be fetched), for users with
   GPUs (``train --arch vgg16``); 138 M parameters at 224 px, not shipped.
 """
@@ -15,6 +17,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from .backend import native_output_silenced
 from .config import Architecture, ModelConfig
 
@@ -24,6 +28,12 @@ with native_output_silenced():  # the backend's native start-up lines (see .back
 
 #: Pixel size the classifier's mpp input is expressed against (log2(mpp / REFERENCE_MPP)).
 REFERENCE_MPP = 0.5
+#: Ring edges of the spectral branch, in cycles per pixel (x 1/128: FFT bins of a 128 px crop). Below 4 bins the
+#: Hann window's own spread dominates; rings widen with frequency, as blur acts on a log scale.
+SPECTRUM_RING_EDGES: tuple[float, ...] = tuple(b / 128 for b in (4, 6, 8, 11, 14, 18, 23, 29, 36, 45, 55, 64))
+#: Sectors of the spectral branch over 180 degrees (a real image's spectrum is point-symmetric): 15 degrees, so
+#: that the 90-degree rotations and flips of training augmentation map sectors onto sectors.
+SPECTRUM_SECTORS = 12
 
 
 def receptive_radius(arch: Architecture) -> int:
@@ -101,6 +111,63 @@ def _conv_folded(filters: int, kernel: int, strides: int, name: str) -> Callable
     return apply
 
 
+def _ring_sector_weights(size: int) -> np.ndarray:
+    """(size // 2 * size, rings * sectors) float32: each column averages the FFT bins of one ring and sector,
+    over the rows of non-negative vertical frequency. A real image's power spectrum is point-symmetric and a
+    sector spans 180 degrees, so this half, which holds each bin or its mirror once, gives the same averages as
+    the whole plane at half the cost."""
+    freq = np.fft.fftfreq(size)
+    fy, fx = np.meshgrid(freq[: size // 2], freq, indexing="ij")
+    radius = np.hypot(fy, fx).ravel()
+    angle = (np.degrees(np.arctan2(fy, fx)).ravel()) % 180.0
+    edges = np.asarray(SPECTRUM_RING_EDGES)
+    ring = np.searchsorted(edges, radius, side="right") - 1
+    sector = np.minimum((angle / (180.0 / SPECTRUM_SECTORS)).astype(int), SPECTRUM_SECTORS - 1)
+    # the zero row holds each bin and its mirror: one of them only
+    inside = (ring >= 0) & (ring < len(edges) - 1) & ~((fy.ravel() == 0) & (fx.ravel() < 0))
+    columns = ring * SPECTRUM_SECTORS + sector
+    n = (len(edges) - 1) * SPECTRUM_SECTORS
+    weights = np.zeros((radius.size, n), dtype=np.float64)
+    weights[np.flatnonzero(inside), columns[inside]] = 1.0
+    counts = weights.sum(axis=0)
+    if np.any(counts == 0):
+        raise ValueError(f"spectral branch: a {size} px crop leaves some rings and sectors without FFT bins")
+    return (weights / counts).astype(np.float32)
+
+
+class RingSectorSpectrum(layers.Layer):
+    """log10 of a crop's power spectrum averaged over rings and sectors (:data:`SPECTRUM_RING_EDGES`,
+    :data:`SPECTRUM_SECTORS`), relative to its mean power: (batch, size, size, 3) in [0, 1] -> (batch, rings *
+    sectors). The grey level is the channels' mean, its mean removed and a Hann window applied. Computed in
+    float32 whatever the dtype policy; a fixed transform, no weights."""
+
+    def __init__(self, size: int, **kwargs: Any) -> None:
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.size = size
+        hann = np.hanning(size + 2)[1:-1]
+        self._window = np.outer(hann, hann).astype(np.float32)
+        self._weights = _ring_sector_weights(size)
+
+    def call(self, image: Any) -> Any:
+        from keras import ops
+
+        grey = ops.mean(ops.cast(image, "float32"), axis=-1)
+        grey = (grey - ops.mean(grey, axis=(1, 2), keepdims=True)) * self._window
+        real, imag = ops.fft2((grey, ops.zeros_like(grey)))
+        power = real * real + imag * imag
+        power = power / (ops.mean(power, axis=(1, 2), keepdims=True) + 1e-12)
+        half = self.size // 2
+        power = ops.reshape(power[:, :half], (-1, half * self.size))
+        return ops.log10(ops.matmul(power, self._weights) + 1e-6)
+
+    def compute_output_shape(self, input_shape: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (input_shape[0], self._weights.shape[1])
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "size": self.size}
+
+
 def build_blurnet(
     arch: Architecture, input_size: int, n_classes: int, name: str = "blurnet", folded: bool = False
 ) -> keras.Model:
@@ -114,9 +181,11 @@ def build_blurnet(
         x = block(filters, arch.kernel, 2, f"stage{stage}_down")(x)
         for i in range(1, arch.convs):
             x = block(filters, arch.kernel, 1, f"stage{stage}_{i}")(x)
-    pooled = layers.Concatenate(name="pool")(
-        [layers.GlobalAveragePooling2D()(x), layers.GlobalMaxPooling2D()(x), mpp]
-    )
+    parts = [layers.GlobalAveragePooling2D()(x), layers.GlobalMaxPooling2D()(x), mpp]
+    if arch.spectrum:
+        spectrum = RingSectorSpectrum(input_size, name="spectrum")(image)
+        parts.append(layers.Dense(arch.spectrum, activation="relu", name="spectrum_dense")(spectrum))
+    pooled = layers.Concatenate(name="pool")(parts)
     hidden = layers.Dense(64, activation="relu", name="hidden")(pooled)
     outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name="probabilities")(hidden)
     return keras.Model([image, mpp], outputs, name=name)
@@ -144,8 +213,6 @@ def fold_batch_norm(network: keras.Model, config: ModelConfig) -> keras.Model:
     before it (inference statistics: ``w * g / sqrt(v + eps)``, bias ``b - m * g / sqrt(v + eps)``): one
     operation per layer instead of three, the classifier's cost on every tissue tile. Other networks have no
     batch normalisation and are returned as they are."""
-    import numpy as np
-
     arch = config.architecture
     if arch.type != "blurnet":
         return network

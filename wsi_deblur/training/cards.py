@@ -95,7 +95,10 @@ def write_model_card(folder: str | Path, evaluation: dict[str, Any] | None = Non
         "## Model",
         "",
         f"* Architecture: `{arch.type}`, features {list(arch.features)}, {arch.convs} convolutions per level, "
-        f"kernel {arch.kernel} (first {arch.first_kernel}); {_count_params(folder):,} parameters.",
+        f"kernel {arch.kernel} (first {arch.first_kernel})"
+        + (f", spectral branch of width {arch.spectrum} (power spectrum in rings and sectors)" if arch.spectrum
+           else "")
+        + f"; {_count_params(folder):,} parameters.",
         f"* Pixel sizes covered by training: {config.mpp_range[0]}-{config.mpp_range[1]} um/px.",
         f"* Weights: `{config.weights}` (no optimizer state), sha256 `{digest}`.",
         "",
@@ -115,7 +118,9 @@ def write_model_card(folder: str | Path, evaluation: dict[str, Any] | None = Non
         lines.insert(lines.index("## Training") + 2,
                      f"* Started from {init.get('model')} (sha256 `{str(init.get('sha256', ''))[:16]}...`, "
                      f"{init.get('steps')} steps on {init.get('samples')} samples; in the repository's history) "
-                     "and trained on as below, on data from the current blur physics.")
+                     "and trained on as below, on data from the current blur physics"
+                     + (f"; new or reshaped layers ({', '.join(init['new_layers'])}) started fresh."
+                        if init.get("new_layers") else "."))
     if command:
         lines.append(f"* Reproduce: `{command}`")
     lines += ["", "## Evaluation (held-out source images)", "", *_evaluation_lines(config.name, evaluation)]

@@ -34,8 +34,10 @@ MODEL_NAMES = {"classifier": "blur_classifier", "defocus": "dl_defocus", "motion
 REDNET = Architecture(type="rednet", features=(32, 64, 128, 128), convs=2, kernel=3, first_kernel=5)
 #: The shipped classifier (convolutions with batch normalisation): ~0.5 M parameters, ~0.17 GMAC per 128 px
 #: crop, four crops per 512 px tile
-#: (~0.7 GMAC per tile; VGG16: 15.5 GMAC per 224 px crop, 22 times more).
-BLURNET = Architecture(type="blurnet", features=(16, 32, 64, 96, 128), convs=2, kernel=3, first_kernel=3)
+#: (~0.7 GMAC per tile; VGG16: 15.5 GMAC per 224 px crop, 22 times more). The spectral branch adds an FFT and
+#: ~2 MMAC per crop.
+BLURNET = Architecture(type="blurnet", features=(16, 32, 64, 96, 128), convs=2, kernel=3, first_kernel=3,
+                       spectrum=64)
 CLASSIFIER_INPUT = 128
 VGG16_INPUT = 224
 
@@ -105,20 +107,43 @@ def export_weights(network: Any, config: ModelConfig, path: Path) -> None:
 
 
 def _initialise(network: Any, config: ModelConfig, init: str) -> dict[str, Any]:
-    """Copy a trained model's weights into ``network`` (same architecture); what it was, for the config."""
+    """Copy a trained model's weights into ``network``; what it was, for the config.
+
+    The same architecture takes every weight. A classifier that only adds a branch (say, the spectral one) to
+    the prior's takes the weights of each layer the two share by name and shape; the others start fresh.
+    """
     from ..models.registry import load_folder, model_folder
 
     folder, expected = model_folder(init)
     prior = load_folder(folder, expected)
-    if (prior.config.kind, prior.config.architecture, prior.config.input_size) != (
-        config.kind, config.architecture, config.input_size
-    ):
+    same_kind = (prior.config.kind, prior.config.architecture.type, prior.config.input_size) == (
+        config.kind, config.architecture.type, config.input_size)
+    grown = replace(config.architecture, spectrum=prior.config.architecture.spectrum) == prior.config.architecture
+    if not same_kind or not (prior.config.architecture == config.architecture or grown):
         raise ValueError(f"--init {init}: {prior.version} is not a {config.architecture.type} "
                          f"{config.kind} of the same architecture as {config.name}")
-    network.set_weights(prior.network.get_weights())
-    logger.info("starting from %s (sha256 %s)", prior.version, prior.sha256[:12])
+    fresh = []
+    if prior.config.architecture == config.architecture:
+        network.set_weights(prior.network.get_weights())
+    else:
+        for layer in network.layers:
+            if not layer.weights:
+                continue
+            try:
+                source = prior.network.get_layer(layer.name)
+            except ValueError:
+                fresh.append(layer.name)
+                continue
+            weights = source.get_weights()
+            if [w.shape for w in weights] != [tuple(w.shape) for w in layer.weights]:
+                fresh.append(layer.name)
+                continue
+            layer.set_weights(weights)
+    logger.info("starting from %s (sha256 %s)%s", prior.version, prior.sha256[:12],
+                f"; new layers: {', '.join(fresh)}" if fresh else "")
     return {"model": prior.version, "sha256": prior.sha256, "steps": prior.config.training.get("steps"),
-            "samples": prior.config.training.get("data", {}).get("samples")}
+            "samples": prior.config.training.get("data", {}).get("samples"),
+            **({"new_layers": fresh} if fresh else {})}
 
 
 def train(
