@@ -12,6 +12,13 @@ from .slide_pixels import as_rgba, composite
 from .slide_source import SlideSource
 
 
+def _described(slide: Any) -> tuple[dict[str, str], tuple[Any, ...], tuple[float, ...], tuple[str, ...]]:
+    """Properties, level dimensions, level downsamples and associated image names of an OpenSlide or tiffslide
+    handle (the two share this API), in the order :class:`.slide_source.SlideSource` takes them."""
+    return (dict(slide.properties), tuple(slide.level_dimensions), tuple(slide.level_downsamples),
+            tuple(slide.associated_images.keys()))
+
+
 class _OpenSlideSource(SlideSource):
     """OpenSlide backend: SVS, NDPI, MRXS, SCN, Philips, Ventana, DICOM, generic tiled TIFF."""
 
@@ -21,16 +28,8 @@ class _OpenSlideSource(SlideSource):
         import openslide
 
         self._slide = openslide.OpenSlide(path)
-        super().__init__(
-            path,
-            "openslide",
-            mpp,
-            dict(self._slide.properties),
-            tuple(self._slide.level_dimensions),
-            tuple(self._slide.level_downsamples),
-            tuple(self._slide.associated_images.keys()),
-            self._slide.properties.get("openslide.vendor"),
-        )
+        super().__init__(path, "openslide", mpp, *_described(self._slide),
+                         self._slide.properties.get("openslide.vendor"))
 
     #: Vendors whose level 0 is the TIFF's first image as it stands (no bounds, no stitching).
     _PLAIN_TIFF_VENDORS = ("aperio", "generic-tiff")
@@ -124,16 +123,7 @@ class _TiffSlideSource(SlideSource):
 
         self._slide = tiffslide.TiffSlide(path)
         # tiffslide reads lazily: these attribute reads are where a bad file raises
-        super().__init__(
-            path,
-            "tiffslide",
-            mpp,
-            dict(self._slide.properties),
-            tuple(self._slide.level_dimensions),
-            tuple(self._slide.level_downsamples),
-            tuple(self._slide.associated_images.keys()),
-            tiffslide.TiffSlide.detect_format(path),
-        )
+        super().__init__(path, "tiffslide", mpp, *_described(self._slide), tiffslide.TiffSlide.detect_format(path))
 
     def _errors(self) -> tuple[type[BaseException], ...]:
         return tiffslide_errors()

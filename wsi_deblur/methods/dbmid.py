@@ -16,7 +16,7 @@ import numpy as np
 from ..models.backend import resolve_precision
 from ..models.config import ModelConfig
 from ..models.networks import REFERENCE_MPP, receptive_radius
-from ..models.registry import LoadedModel, load_model, model_folder
+from ..models.registry import LoadedModel, folder_config, load_model, model_folder
 from ..tissue import MIN_DENSITY, MIN_SATURATION
 from . import DBMID_CLASSIFIER as CLASSIFIER
 from . import DBMID_RESTORERS as RESTORERS
@@ -42,12 +42,7 @@ class DBMIDMethod:
         # the restorers are built when first used: a classification pass (every tissue tile of a slide, on every
         # worker) needs only the classifier. Their configs and weights files are checked now.
         self._restorer_names = dict(restorers or RESTORERS)
-        configs: dict[str, ModelConfig] = {}
-        for step, model in self._restorer_names.items():
-            folder, _ = model_folder(model)
-            configs[step] = ModelConfig.load(folder / "config.json")
-            if not (folder / configs[step].weights).exists():
-                raise ValueError(f"{folder}: weights file {configs[step].weights} is missing")
+        configs = {step: folder_config(model_folder(model)[0]) for step, model in self._restorer_names.items()}
         self._restorer_configs = configs
         self._restorers: dict[str, LoadedModel] = {}
         self.models = {c.name: c.version for c in (self.classifier.config, *configs.values())}

@@ -67,6 +67,14 @@ def model_folder(name_or_path: str | Path) -> tuple[Path, str | None]:
     raise ValueError(f"unknown model {name_or_path!r}: not a registered name ({known}) nor a model folder")
 
 
+def folder_config(folder: Path) -> ModelConfig:
+    """The config of the model in ``folder``, whose weights file must be there (nothing is built)."""
+    config = ModelConfig.load(folder / "config.json")
+    if not (folder / config.weights).exists():
+        raise ValueError(f"{folder}: weights file {config.weights} is missing")
+    return config
+
+
 def load_folder(
     folder: Path, expected_sha256: str | None = None, precision: str = "float32", inference: bool = False
 ) -> LoadedModel:
@@ -75,10 +83,8 @@ def load_folder(
     normalisations are folded into the convolutions before them (:func:`.networks.fold_batch_norm`)."""
     from .backend import dtype_policy, native_output_silenced
 
-    config = ModelConfig.load(folder / "config.json")
+    config = folder_config(folder)
     weights = folder / config.weights
-    if not weights.exists():
-        raise ValueError(f"{folder}: weights file {config.weights} is missing")
     digest = sha256(weights)
     if expected_sha256 is not None and digest != expected_sha256:
         raise ValueError(f"{weights}: sha256 {digest[:12]}... does not match the registry ({expected_sha256[:12]}...)")
