@@ -1,6 +1,6 @@
 """Fit the classical method's softmax model and measure it on held-out source images.
 
-Reproduces the constants in ``wsi_deblur/methods/classical.py`` (``_FEATURE_MEAN``, ``_FEATURE_SCALE``,
+Reproduces the constants in ``wsi_deblur/methods/classical_features.py`` (``_FEATURE_MEAN``, ``_FEATURE_SCALE``,
 ``_WEIGHTS``, ``_BIAS``) and prints the accuracy figures quoted there.
 
 Data: in-focus tissue from ``../shared/data/tiles``, ``skimage.data.immunohistochemistry()`` and a region of
@@ -30,7 +30,7 @@ from skimage.metrics import structural_similarity
 
 from wsi_deblur import physics
 from wsi_deblur._types import LABELS, STEPS
-from wsi_deblur.methods import classical
+from wsi_deblur.methods import classical, classical_deconv
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 #: Regions (x, y, side) of level 0 with tissue throughout, one per slide.
@@ -128,10 +128,10 @@ def sweep_wiener(cases: list, rng: np.random.Generator) -> None:
         for _n, lab, c, o, s, _t in cases
     ]
     method = classical.ClassicalMethod()
-    saved = (classical._WIENER_REG, classical._NSR_FLOOR)
+    saved = (classical_deconv._WIENER_REG, classical_deconv._NSR_FLOOR)
     try:
         for reg, floor in [(0.5, 3e-3), (1.0, 1e-3), (1.0, 1e-2), (2.0, 1e-2), (2.0, 4e-2), (4.0, 1e-2)]:
-            classical._WIENER_REG, classical._NSR_FLOOR = reg, floor
+            classical_deconv._WIENER_REG, classical_deconv._NSR_FLOOR = reg, floor
             gain = []
             for b, crop, optics, lab in blurred:
                 sharp = physics.degrade(crop, optics, 0.0, noise=False)
@@ -142,7 +142,7 @@ def sweep_wiener(cases: list, rng: np.random.Generator) -> None:
                 )
             print(f"  Wiener reg {reg:3.1f} floor {floor:.0e}: mean SSIM gain {np.mean(gain):+.3f}")
     finally:
-        classical._WIENER_REG, classical._NSR_FLOOR = saved
+        classical_deconv._WIENER_REG, classical_deconv._NSR_FLOOR = saved
 
 
 def main() -> None:
