@@ -163,32 +163,46 @@ class _Fit:
     rho: float
 
 
+#: Candidates kept from the coarse pass of :func:`_fit_bank` for the full search.
+_FIT_KEEP = 24
+
+
+def _grid_scores(logp: np.ndarray, f: np.ndarray, h2: np.ndarray, betas: tuple[float, ...],
+                 gammas: tuple[float, ...], rhos: np.ndarray) -> np.ndarray:
+    """Score of every candidate (rows of ``h2``) at every (beta, gamma, rho) of the grids: (betas x gammas, C,
+    R), float32. The score is the variance of the log residual (``A`` solved in closed form)."""
+    out = []
+    for beta in betas:
+        sig = (f**-beta * h2).astype(np.float32)  # (C, B)
+        for gamma in gammas:
+            noise = (rhos[:, None] * (f**-gamma)[None, :]).astype(np.float32)  # (R, B)
+            resid = logp - np.log(sig[:, None, :] + noise[None, :, :])  # (C, R, B)
+            mean = resid.mean(axis=2)
+            out.append(np.einsum("crb,crb->cr", resid, resid) / logp.size - mean * mean)
+    return np.stack(out)
+
+
 def _fit_bank(power_polar: np.ndarray, bank: np.ndarray) -> _Fit:
     """Best candidate of ``bank`` (candidates x polar bins of |OTF|**2) for the observed polar spectrum.
 
     Model: ``log P = log(A (f**-beta H2 + rho f**-gamma))`` with ``A`` solved in closed form (mean log
-    residual) for every (beta, gamma, rho) on the grids; the score is the mean squared log residual.
+    residual) for every (beta, gamma, rho) on the grids; the score is the mean squared log residual. A bank
+    larger than :data:`_FIT_KEEP` is first scored on every other point of each grid, and the full grids are
+    searched for the best :data:`_FIT_KEEP` candidates of that pass only (the motion bank: about 14 times
+    faster, and the same fit as the full search on the spectra checked).
     """
     _, _, freq, _ = _polar_index(_BLOCK)
     ok = np.isfinite(power_polar) & (power_polar > 0)
-    logp = np.log(power_polar[ok])
+    logp = np.log(power_polar[ok]).astype(np.float32)
     f = freq[ok]
     h2 = np.maximum(bank[:, ok], 1e-12)  # (C, B)
-    best = _Fit(0, 2.0, 0.0, 0.0)
-    best_score = np.inf
-    for beta in _BETAS:
-        sig = f**-beta * h2  # (C, B)
-        for gamma in _GAMMAS:
-            noise = _NSR_RATIOS[:, None] * (f**-gamma)[None, :]  # (R, B)
-            model = np.log(sig[:, None, :] + noise[None, :, :])  # (C, R, B)
-            resid = logp[None, None, :] - model
-            log_a = resid.mean(axis=2)
-            score = ((resid - log_a[..., None]) ** 2).mean(axis=2)
-            c, r = np.unravel_index(int(np.argmin(score)), score.shape)
-            if score[c, r] < best_score:
-                best_score = float(score[c, r])
-                best = _Fit(int(c), beta, gamma, float(_NSR_RATIOS[r]))
-    return best
+    candidates = np.arange(len(bank))
+    if len(bank) > _FIT_KEEP:
+        coarse = _grid_scores(logp, f, h2, _BETAS[1::2], _GAMMAS[::2], _NSR_RATIOS[::2])
+        candidates = np.sort(np.argsort(coarse.min(axis=(0, 2)), kind="stable")[:_FIT_KEEP])
+    scores = _grid_scores(logp, f, h2[candidates], _BETAS, _GAMMAS, _NSR_RATIOS)  # (G, C, R)
+    g, c, r = np.unravel_index(int(np.argmin(scores)), scores.shape)
+    return _Fit(int(candidates[c]), _BETAS[g // len(_GAMMAS)], _GAMMAS[g % len(_GAMMAS)], float(_NSR_RATIOS[r]))
 
 
 def _central(image: np.ndarray, size: int = _ESTIMATE_SIZE) -> np.ndarray:
