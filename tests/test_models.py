@@ -98,6 +98,49 @@ def test_training_can_go_on_from_a_trained_model(tmp_path: Path) -> None:
         train("classifier", tmp_path / "clf", replace(settings, init=str(first)), data_dir=tmp_path / "data")
 
 
+def test_a_restorer_with_a_wiener_prestep_trains_on_and_refines_the_classical_estimate(tmp_path: Path) -> None:
+    """``prestep="wiener"``: the training inputs are the classical Wiener step's output on a larger region, cropped;
+    the model folder records the prestep, and DBMID runs the step before the network (and widens its halo)."""
+    from dataclasses import replace
+
+    from wsi_deblur.methods.classical_deconv import _step_reach
+    from wsi_deblur.methods.dbmid import DBMIDMethod, prestep
+    from wsi_deblur.models.registry import load_folder
+    from wsi_deblur.training import cache
+    from wsi_deblur.training.train import TrainSettings, train
+
+    c = cache.PRESTEP_CONTEXT
+    plain, sharp, params = cache.cached_pairs("motion", 3, 32 + 2 * c, 5, directory=tmp_path / "data")
+    inputs, targets, _ = cache.cached_pairs("motion", 3, 32, 5, directory=tmp_path / "data", prestep="wiener")
+    for i in range(3):
+        expected = prestep(plain[i], "motion", float(params[i]["mpp"]))[c:-c, c:-c]
+        np.testing.assert_array_equal(inputs[i], expected)
+        np.testing.assert_array_equal(targets[i], sharp[i, c:-c, c:-c])
+    assert any(not np.array_equal(inputs[i], plain[i, c:-c, c:-c]) for i in range(3))
+    with pytest.raises(ValueError, match="prestep"):
+        cache.cached_pairs("motion", 3, 32, 5, directory=tmp_path / "data", prestep="lucy")
+
+    settings = TrainSettings(steps=1, batch=2, patch=32, samples=3, steps_per_epoch=1, bfloat16=False, seed=5,
+                             prestep="wiener")
+    folder = train("motion", tmp_path / "motion", settings, data_dir=tmp_path / "data")
+    model = load_folder(folder)
+    assert model.config.prestep == "wiener"
+    with pytest.raises(ValueError, match="restorers"):
+        train("classifier", tmp_path / "clf", settings, data_dir=tmp_path / "data")
+
+    blind = tmp_path / "blind"
+    blind.mkdir()
+    replace(model.config, prestep="").save(blind / "config.json")
+    (blind / model.config.weights).write_bytes((folder / model.config.weights).read_bytes())
+    with_step = DBMIDMethod(restorers={"defocus": "dl_defocus", "motion": str(folder)}, precision="float32")
+    without = DBMIDMethod(restorers={"defocus": "dl_defocus", "motion": str(blind)}, precision="float32")
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (160, 160, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(with_step.restore(image, ("motion",), 0.5),
+                                  without.restore(prestep(image, "motion", 0.5), ("motion",), 0.5))
+    assert with_step.halo(0.5) == without.halo(0.5) + _step_reach()["motion"]
+
+
 def test_spectral_branch_reads_the_direction_and_reach_of_blur() -> None:
     """Horizontal motion empties the horizontal-frequency sectors of the high rings and leaves the vertical
     ones; a round blur lowers every sector of the high rings alike."""

@@ -341,13 +341,16 @@ def batch(ctx: click.Context, folder: Path, outdir: Path, recursive: bool, inclu
 @click.option("--threads", type=int, default=None, help="Compute threads [all].")
 @click.option("--init", default=None, metavar="MODEL",
               help="Start from this trained model (registered name or model folder) instead of random weights.")
+@click.option("--prestep", type=click.Choice(["wiener"]), default=None,
+              help="Restorers: train the network to refine the classical blind Wiener step's output (it then "
+                   "runs before the network).")
 @click.option("--model-version", default="1.0.0", show_default=True, help="Version written into config.json.")
 @click.option("--restart", is_flag=True, help="Discard checkpoints instead of resuming from them.")
 @click.option("--register", is_flag=True, help="Record the folder and its sha256 in the shipped registry.")
 @_errors
 def train(target: str, out_dir: Path, arch: str | None, steps: int | None, batch: int | None, patch: int | None,
           samples: int | None, seed: int, learning_rate: float | None, bf16: bool | None, threads: int | None,
-          init: str | None, model_version: str, restart: bool, register: bool) -> None:
+          init: str | None, prestep: str | None, model_version: str, restart: bool, register: bool) -> None:
     """Train a DBMID network (TARGET: classifier, defocus or motion) on synthetic blur of real tissue."""
     from dataclasses import replace
 
@@ -355,7 +358,8 @@ def train(target: str, out_dir: Path, arch: str | None, steps: int | None, batch
     from .training.train import train as train_model
 
     given: dict[str, Any] = {"steps": steps, "batch": batch, "patch": patch, "samples": samples,
-                             "learning_rate": learning_rate, "bfloat16": bf16, "threads": threads, "init": init}
+                             "learning_rate": learning_rate, "bfloat16": bf16, "threads": threads, "init": init,
+                             "prestep": prestep}
     settings = replace(TrainSettings(seed=seed), **{k: v for k, v in given.items() if v is not None})
 
     def show(epoch: int, epochs: int, logs: dict[str, float]) -> None:

@@ -49,6 +49,7 @@ class DBMIDMethod:
         self.version = "+".join(f"{k}-{v}" for k, v in sorted(self.models.items()))
         self.align = max(c.architecture.align for c in configs.values())
         self._radius = max(receptive_radius(c.architecture) for c in configs.values())
+        self._prestep_reach = max((_prestep_reach(step) for step, c in configs.items() if c.prestep), default=0)
 
     def restorer(self, step: str) -> LoadedModel:
         """The network for a restoration step ("defocus", "motion"), built on first use."""
@@ -70,7 +71,7 @@ class DBMIDMethod:
     def halo(self, mpp: float) -> int:
         """The networks' receptive field in the slide's pixels (larger when tiles are shrunk to run)."""
         scale = max(self._working_mpp(mpp, c) / mpp for c in self._restorer_configs.values())
-        return int(np.ceil(self._radius * scale))
+        return int(np.ceil(self._radius * scale)) + self._prestep_reach
 
     def classify(self, tiles: np.ndarray, mpp: float) -> np.ndarray:
         tiles = np.asarray(tiles)
@@ -96,7 +97,10 @@ class DBMIDMethod:
     def restore(self, image: np.ndarray, steps: tuple[str, ...], mpp: float) -> np.ndarray:
         out = np.asarray(image)
         for step in steps:
-            out = self._run(self.restorer(step), out, mpp)
+            model = self.restorer(step)
+            if model.config.prestep:
+                out = prestep(out, step, mpp)
+            out = self._run(model, out, mpp)
         return out
 
     def _run(self, model: LoadedModel, image: np.ndarray, mpp: float) -> np.ndarray:
@@ -111,6 +115,21 @@ class DBMIDMethod:
             x = np.pad(x, ((0, ph), (0, pw), (0, 0)), mode="symmetric")
         y = np.asarray(model.network.predict_on_batch(x[None]))[0, :h, :w]
         return np.clip(np.rint(y * 255.0), 0, 255).astype(np.uint8)
+
+
+def prestep(image: np.ndarray, step: str, mpp: float) -> np.ndarray:
+    """The classical blind Wiener step of kind ``step`` ("motion", "defocus") that a restorer with
+    ``prestep="wiener"`` refines (also how its training inputs are made)."""
+    from .classical import ClassicalMethod
+
+    return ClassicalMethod().restore(np.asarray(image, dtype=np.uint8), (step,), mpp)
+
+
+def _prestep_reach(step: str) -> int:
+    """Context each side the Wiener step of ``step`` needs (its filter's reach for the largest PSF)."""
+    from .classical_deconv import _step_reach
+
+    return _step_reach()[step]
 
 
 #: Optical density of each uint8 level, -log10(v / 255) (0 clipped to 1/255), for :func:`_tissue_pixels`.

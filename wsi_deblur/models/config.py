@@ -13,6 +13,9 @@ from typing import Any
 
 FORMAT_VERSION = 1
 KINDS = ("restorer", "classifier")
+#: Deconvolutions a restorer can run before its network: "" none (the paper's blind network), "wiener" the
+#: classical method's blind Wiener step of the restorer's own kind, whose estimate the network then refines.
+PRESTEPS = ("", "wiener")
 ARCHITECTURES = {"restorer": ("rednet",), "classifier": ("blurnet", "vgg16")}
 
 
@@ -53,6 +56,8 @@ class ModelConfig:
     #: classifier: class names in output order; side of the square input crop
     classes: tuple[str, ...] = ()
     input_size: int = 0
+    #: restorer: what runs before the network (see :data:`PRESTEPS`); the network was trained on its output
+    prestep: str = ""
     #: how it was trained (data, optics, steps, time): recorded for the model card, not used to build
     training: dict[str, Any] = field(default_factory=dict)
     weights: str = "model.weights.h5"
@@ -65,6 +70,8 @@ class ModelConfig:
             raise ValueError(f"a {self.kind} cannot have architecture {self.architecture.type!r}")
         if self.kind == "classifier" and (not self.classes or self.input_size <= 0):
             raise ValueError("a classifier config needs classes and input_size")
+        if self.prestep not in PRESTEPS or (self.prestep and self.kind != "restorer"):
+            raise ValueError(f"prestep must be one of {PRESTEPS} (restorers only), not {self.prestep!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

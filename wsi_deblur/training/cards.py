@@ -99,6 +99,10 @@ def write_model_card(folder: str | Path, evaluation: dict[str, Any] | None = Non
         + (f", spectral branch of width {arch.spectrum} (power spectrum in rings and sectors)" if arch.spectrum
            else "")
         + f"; {_count_params(folder):,} parameters.",
+        *([f"* Input: the output of the classical method's blind Wiener step of the same kind (its PSF fitted to "
+            f"the region's spectrum), which the network refines; the step runs first wherever the model is used. "
+            f"Training inputs went through the same step with {data.get('prestep_context')} px of context on each "
+            "side."] if config.prestep == "wiener" else []),
         f"* Pixel sizes covered by training: {config.mpp_range[0]}-{config.mpp_range[1]} um/px.",
         f"* Weights: `{config.weights}` (no optimizer state), sha256 `{digest}`.",
         "",

@@ -56,6 +56,7 @@ class TrainSettings:
     bfloat16: bool | None = None  # None: where the CPU has AMX or AVX512-BF16
     threads: int | None = None
     init: str | None = None  # start from this model (registered name or folder) instead of random weights
+    prestep: str = ""  # restorers: "wiener" trains the network to refine the classical Wiener step's output
 
 
 def default_config(target: str, arch: str | None = None, version: str = "1.0.0") -> ModelConfig:
@@ -166,6 +167,10 @@ def train(
 
     settings = settings or TrainSettings()
     config = default_config(target, arch, version)
+    if settings.prestep:
+        if target == "classifier":
+            raise ValueError("--prestep is for the restorers (defocus, motion), not the classifier")
+        config = replace(config, prestep=settings.prestep)
     out = Path(out_dir)
     checkpoint = out / "checkpoint"
     if restart and checkpoint.exists():
@@ -185,7 +190,7 @@ def train(
         metrics = ["accuracy"]
     else:
         blurred, sharp, params = cache.cached_pairs(target, settings.samples, settings.patch, settings.seed,
-                                                    directory=data_dir)
+                                                    directory=data_dir, prestep=settings.prestep)
         pair_mpp = [float(p["mpp"]) for p in params]
         mpp_range = (min(pair_mpp), max(pair_mpp))
         inputs = blurred.astype(np.float32) / 255.0
@@ -242,7 +247,8 @@ def train(
         "target": target,
         "data": {"samples": settings.samples, "patch": settings.patch if target != "classifier" else
                  config.input_size, "seed": settings.seed, "split": "train",
-                 "sources": [s.name for s in data.sources("train")]},
+                 "sources": [s.name for s in data.sources("train")],
+                 **({"prestep_context": cache.PRESTEP_CONTEXT} if settings.prestep else {})},
         "steps": epochs * steps_per_epoch, "batch": settings.batch,
         "optimizer": f"Adam, lr {settings.learning_rate:g} with cosine decay",
         "loss": loss, "dtype_policy": policy, "final": final,
