@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import physics
+from .. import imaging, optics, physics
 from ..models.config import PRESTEPS
 from . import data, sources
 from .sources import SPLITS
@@ -32,10 +32,10 @@ PRESTEP_CONTEXT = 32
 
 @functools.cache
 def _recipe_hash() -> str:
-    """Hash of the modules that make the pairs (synthesis, sources, physics): cached pairs are rebuilt when any
+    """Hash of the modules that make the pairs (synthesis, sources, blur physics): cached pairs are rebuilt when any
     of them changes."""
     h = hashlib.sha256()
-    for module in (data.__file__, sources.__file__, physics.__file__):
+    for module in (data.__file__, sources.__file__, physics.__file__, optics.__file__, imaging.__file__):
         h.update(Path(module).read_bytes())
     return h.hexdigest()[:10]
 

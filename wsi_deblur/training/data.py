@@ -24,7 +24,7 @@ from scipy import fft as sfft
 
 from .. import physics
 from .._types import LABELS
-from ..physics import _camera_noise, _combine, _jpeg_roundtrip
+from ..imaging import _camera_noise, _combine, _jpeg_roundtrip
 from .sources import (
     CATALOGUE,
     EXCLUDED,
