@@ -23,14 +23,16 @@ def main() -> None:
         folder = PRETRAINED / entry["folder"]
         from wsi_deblur.models.config import ModelConfig
 
-        t = ModelConfig.load(folder / "config.json").training
+        config = ModelConfig.load(folder / "config.json")
+        t = config.training
         command = (f"wsi-deblur train {TARGET.get(name, name)} --out wsi_deblur/models/pretrained/{name} "
                    f"--steps {t.get('steps')} --batch {t.get('batch')} --samples {t.get('data', {}).get('samples')}"
                    + (f" --patch {t['data']['patch']}" if name != "blur_classifier" else "")
                    + f" --learning-rate {t.get('optimizer', '').split('lr ')[-1].split(' ')[0]}"
                    + (f" --seed {t['data']['seed']}" if t.get("data", {}).get("seed") else "")
                    + (f" --init {name}" if t.get("initialised_from") else "")
-                   + f" --model-version {ModelConfig.load(folder / 'config.json').version} --register")
+                   + (f" --prestep {config.prestep}" if config.prestep else "")
+                   + f" --model-version {config.version} --register")
         print(write_model_card(folder, evaluation, command))
 
 
