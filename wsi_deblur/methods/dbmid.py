@@ -69,7 +69,8 @@ class DBMIDMethod:
         return float(np.clip(mpp, lo, hi))
 
     def halo(self, mpp: float) -> int:
-        """The networks' receptive field in the slide's pixels (larger when tiles are shrunk to run)."""
+        """The networks' receptive field in the slide's pixels (larger when tiles are shrunk to run), plus the
+        reach of the Wiener prestep where a restorer has one (its filter for the largest PSF it fits)."""
         scale = max(self._working_mpp(mpp, c) / mpp for c in self._restorer_configs.values())
         return int(np.ceil(self._radius * scale)) + self._prestep_reach
 
