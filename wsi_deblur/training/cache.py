@@ -24,8 +24,9 @@ logger = logging.getLogger(__name__)
 #: Cache folder of :func:`cached_pairs`.
 DEFAULT_CACHE = Path.home() / ".cache" / "wsi-deblur" / "data"
 #: Context in pixels on each side of a training patch that a restorer's prestep sees: the pairs are built this
-#: much larger, the prestep runs on the whole input (its PSF is estimated there), then both are cropped.
-PRESTEP_CONTEXT = 32
+#: much larger, the prestep runs on the whole input (its PSF is estimated there), then both are cropped. With 128
+#: px patches, 64 px gives the PSF fit a 256 px region (32 px: 192 px, whose poorer fits the network learnt from).
+PRESTEP_CONTEXT = 64
 
 
 
