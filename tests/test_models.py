@@ -100,7 +100,8 @@ def test_training_can_go_on_from_a_trained_model(tmp_path: Path) -> None:
 
 def test_a_restorer_with_a_wiener_prestep_trains_on_and_refines_the_classical_estimate(tmp_path: Path) -> None:
     """``prestep="wiener"``: the training inputs are the classical Wiener step's output on a larger region, cropped;
-    the model folder records the prestep, and DBMID runs the step before the network (and widens its halo)."""
+    the model folder records the prestep, and DBMID runs the step before the network (and widens its halo) when
+    the network is the first of its route."""
     from dataclasses import replace
 
     from wsi_deblur.methods.classical_deconv import _step_reach
@@ -139,6 +140,13 @@ def test_a_restorer_with_a_wiener_prestep_trains_on_and_refines_the_classical_es
     np.testing.assert_array_equal(with_step.restore(image, ("motion",), 0.5),
                                   without.restore(prestep(image, "motion", 0.5), ("motion",), 0.5))
     assert with_step.halo(0.5) == without.halo(0.5) + _step_reach()["motion"]
+    # only a route's first step has its prestep: after DL_motion, the defocus network takes the output as it is
+    second = DBMIDMethod(restorers={"defocus": str(folder), "motion": str(blind)}, precision="float32")
+    neither = DBMIDMethod(restorers={"defocus": str(blind), "motion": str(blind)}, precision="float32")
+    np.testing.assert_array_equal(second.restore(image, ("motion", "defocus"), 0.5),
+                                  neither.restore(image, ("motion", "defocus"), 0.5))
+    np.testing.assert_array_equal(second.restore(image, ("defocus",), 0.5),
+                                  neither.restore(prestep(image, "defocus", 0.5), ("defocus",), 0.5))
 
 
 def test_spectral_branch_reads_the_direction_and_reach_of_blur() -> None:
