@@ -25,14 +25,16 @@ def main() -> None:
 
         config = ModelConfig.load(folder / "config.json")
         t = config.training
+        # weights reused unchanged from an earlier version: the command reproduces those weights
+        reused = str(t.get("weights_from", {}).get("model", "")).rpartition("-")[2]
         command = (f"wsi-deblur train {TARGET.get(name, name)} --out wsi_deblur/models/pretrained/{name} "
                    f"--steps {t.get('steps')} --batch {t.get('batch')} --samples {t.get('data', {}).get('samples')}"
                    + (f" --patch {t['data']['patch']}" if name != "blur_classifier" else "")
                    + f" --learning-rate {t.get('optimizer', '').split('lr ')[-1].split(' ')[0]}"
                    + (f" --seed {t['data']['seed']}" if t.get("data", {}).get("seed") else "")
                    + (f" --init {name}" if t.get("initialised_from") else "")
-                   + (f" --prestep {config.prestep}" if config.prestep else "")
-                   + f" --model-version {config.version} --register")
+                   + (f" --prestep {config.prestep}" if config.prestep and not reused else "")
+                   + f" --model-version {reused or config.version} --register")
         print(write_model_card(folder, evaluation, command))
 
 

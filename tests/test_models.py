@@ -133,8 +133,8 @@ def test_a_restorer_with_a_wiener_prestep_trains_on_and_refines_the_classical_es
     blind.mkdir()
     replace(model.config, prestep="").save(blind / "config.json")
     (blind / model.config.weights).write_bytes((folder / model.config.weights).read_bytes())
-    with_step = DBMIDMethod(restorers={"defocus": "dl_defocus", "motion": str(folder)}, precision="float32")
-    without = DBMIDMethod(restorers={"defocus": "dl_defocus", "motion": str(blind)}, precision="float32")
+    with_step = DBMIDMethod(restorers={"defocus": str(blind), "motion": str(folder)}, precision="float32")
+    without = DBMIDMethod(restorers={"defocus": str(blind), "motion": str(blind)}, precision="float32")
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (160, 160, 3), dtype=np.uint8)
     np.testing.assert_array_equal(with_step.restore(image, ("motion",), 0.5),
@@ -142,11 +142,10 @@ def test_a_restorer_with_a_wiener_prestep_trains_on_and_refines_the_classical_es
     assert with_step.halo(0.5) == without.halo(0.5) + _step_reach()["motion"]
     # only a route's first step has its prestep: after DL_motion, the defocus network takes the output as it is
     second = DBMIDMethod(restorers={"defocus": str(folder), "motion": str(blind)}, precision="float32")
-    neither = DBMIDMethod(restorers={"defocus": str(blind), "motion": str(blind)}, precision="float32")
     np.testing.assert_array_equal(second.restore(image, ("motion", "defocus"), 0.5),
-                                  neither.restore(image, ("motion", "defocus"), 0.5))
+                                  without.restore(image, ("motion", "defocus"), 0.5))
     np.testing.assert_array_equal(second.restore(image, ("defocus",), 0.5),
-                                  neither.restore(prestep(image, "defocus", 0.5), ("defocus",), 0.5))
+                                  without.restore(prestep(image, "defocus", 0.5), ("defocus",), 0.5))
 
 
 def test_spectral_branch_reads_the_direction_and_reach_of_blur() -> None:

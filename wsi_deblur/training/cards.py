@@ -79,6 +79,22 @@ def _evaluation_lines(name: str, evaluation: dict[str, Any] | None) -> list[str]
     return lines
 
 
+def _prestep_line(config: ModelConfig) -> str:
+    """What the network's input is when a prestep runs before it, and what its weights were trained on."""
+    t = config.training
+    line = ("* Input: the output of the classical method's blind Wiener step of the same kind (its PSF fitted to the "
+            "region's spectrum), which the network refines; the step runs first when this network is the first of "
+            "its route (not after DL_motion on mixed blur).")
+    source = t.get("weights_from")
+    if source:
+        return (line + f" The weights are {source.get('model')}'s, unchanged (sha256 "
+                f"`{str(source.get('sha256', ''))[:16]}...`): trained on blurred inputs as below, they refine the "
+                "Wiener estimate better than a version trained on it did (see the CHANGELOG). This version is that "
+                "model folder with `prestep` set to `wiener` in `config.json`.")
+    context = t.get("data", {}).get("prestep_context")
+    return line + f" Training inputs went through the same step with {context} px of context on each side."
+
+
 def write_model_card(folder: str | Path, evaluation: dict[str, Any] | None = None, command: str = "") -> Path:
     """Write ``MODEL_CARD.md`` in a model folder from its config and (optionally) the evaluation results."""
     folder = Path(folder)
@@ -99,10 +115,7 @@ def write_model_card(folder: str | Path, evaluation: dict[str, Any] | None = Non
         + (f", spectral branch of width {arch.spectrum} (power spectrum in rings and sectors)" if arch.spectrum
            else "")
         + f"; {_count_params(folder):,} parameters.",
-        *([f"* Input: the output of the classical method's blind Wiener step of the same kind (its PSF fitted to "
-            f"the region's spectrum), which the network refines; the step runs first wherever the model is used. "
-            f"Training inputs went through the same step with {data.get('prestep_context')} px of context on each "
-            "side."] if config.prestep == "wiener" else []),
+        *([_prestep_line(config)] if config.prestep else []),
         f"* Pixel sizes covered by training: {config.mpp_range[0]}-{config.mpp_range[1]} um/px.",
         f"* Weights: `{config.weights}` (no optimizer state), sha256 `{digest}`.",
         "",
