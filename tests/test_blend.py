@@ -20,7 +20,7 @@ class UnsharpMethod:
     align = 8
     RADIUS = 6
 
-    def halo(self, mpp: float) -> int:
+    def halo(self, mpp: float, steps: tuple[str, ...] | None = None) -> int:
         return self.RADIUS
 
     def classify(self, tiles: np.ndarray, mpp: float) -> np.ndarray:

@@ -140,6 +140,9 @@ def test_a_restorer_with_a_wiener_prestep_trains_on_and_refines_the_classical_es
     np.testing.assert_array_equal(with_step.restore(image, ("motion",), 0.5),
                                   without.restore(prestep(image, "motion", 0.5), ("motion",), 0.5))
     assert with_step.halo(0.5) == without.halo(0.5) + _step_reach()["motion"]
+    # per route: the prestep's reach only where the route's first network has one
+    assert with_step.halo(0.5, ("motion",)) == with_step.halo(0.5, ("motion", "defocus")) == with_step.halo(0.5)
+    assert with_step.halo(0.5, ("defocus",)) == without.halo(0.5, ("defocus",)) == without.halo(0.5)
     # only a route's first step has its prestep: after DL_motion, the defocus network takes the output as it is
     second = DBMIDMethod(restorers={"defocus": str(folder), "motion": str(blind)}, precision="float32")
     np.testing.assert_array_equal(second.restore(image, ("motion", "defocus"), 0.5),

@@ -49,10 +49,10 @@ def restore_box(
     if not weights:
         return original, label, False
     align = max(1, int(method.align))
-    halo = round_up(int(method.halo(mpp)), align)
     restored: dict[int, np.ndarray] = {}
     for code, weight in weights.items():
         full = original.copy()
+        halo = round_up(int(method.halo(mpp, ACTION_STEPS[code])), align)
         for region, target in _regions(weight > 0, box, align, halo):
             out = method.restore(read_padded(read, region, width, height), ACTION_STEPS[code], mpp)
             full[target.slices_in(box)] = out[target.slices_in(region)]

@@ -21,8 +21,9 @@ class Method(Protocol):
     #: Tile origins and sizes handed to :meth:`restore` are multiples of this (2**stride-2 steps).
     align: int
 
-    def halo(self, mpp: float) -> int:
-        """Pixels of context needed on each side so that a restored pixel does not depend on the cut."""
+    def halo(self, mpp: float, steps: tuple[str, ...] | None = None) -> int:
+        """Pixels of context needed on each side so that a restored pixel does not depend on the cut: for the
+        route ``steps`` (e.g. ("defocus",)), or for any route when None."""
         ...
 
     def classify(self, tiles: np.ndarray, mpp: float) -> np.ndarray:

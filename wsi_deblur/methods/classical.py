@@ -66,15 +66,16 @@ class ClassicalMethod:
     #: FFT deconvolution has no stride: any origin gives the same output.
     align = 1
 
-    def halo(self, mpp: float) -> int:
-        """Context each side for mixed blur (motion then defocus) with the largest PSFs the estimators return.
+    def halo(self, mpp: float, steps: tuple[str, ...] | None = None) -> int:
+        """Context each side for the route ``steps`` (None: mixed blur, motion then defocus, the widest) with
+        the largest PSFs the estimators return: the sum of the steps' reaches.
 
         PSFs are estimated in pixels (the class definitions are in pixels and DOF units, which scale with the
         pixel size), so the halo does not depend on ``mpp``.
         """
         _check_mpp(mpp, "halo")
         reach = _step_reach()
-        return reach["motion"] + reach["defocus"]
+        return sum(reach[step] for step in (("motion", "defocus") if steps is None else steps))
 
     def classify(self, tiles: np.ndarray, mpp: float) -> np.ndarray:
         """Class probabilities (N, 4) float32 in LABELS order for RGB uint8 tiles (N, H, W, 3) at ``mpp``."""

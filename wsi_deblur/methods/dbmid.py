@@ -55,7 +55,7 @@ class DBMIDMethod:
         self.version = "+".join(f"{k}-{v}" for k, v in sorted(self.models.items()))
         self.align = max(c.architecture.align for c in configs.values())
         self._radius = max(receptive_radius(c.architecture) for c in configs.values())
-        self._prestep_reach = max((_prestep_reach(step) for step, c in configs.items() if c.prestep), default=0)
+        self._prestep_reach = {step: _prestep_reach(step) if c.prestep else 0 for step, c in configs.items()}
 
     def restorer(self, step: str) -> LoadedModel:
         """The network for a restoration step ("defocus", "motion"), built on first use."""
@@ -74,11 +74,13 @@ class DBMIDMethod:
         lo, hi = config.mpp_range
         return float(np.clip(mpp, lo, hi))
 
-    def halo(self, mpp: float) -> int:
+    def halo(self, mpp: float, steps: tuple[str, ...] | None = None) -> int:
         """The networks' receptive field in the slide's pixels (larger when tiles are shrunk to run), plus the
-        reach of the Wiener prestep where a restorer has one (its filter for the largest PSF it fits)."""
+        reach of the Wiener prestep where the route's first restorer has one (its filter for the largest PSF it
+        fits). ``steps``: the route; None gives the widest over every route."""
         scale = max(self._working_mpp(mpp, c) / mpp for c in self._restorer_configs.values())
-        return int(np.ceil(self._radius * scale)) + self._prestep_reach
+        first = self._prestep_reach.values() if steps is None else [self._prestep_reach[steps[0]]] if steps else [0]
+        return int(np.ceil(self._radius * scale)) + max(first, default=0)
 
     def classify(self, tiles: np.ndarray, mpp: float) -> np.ndarray:
         tiles = np.asarray(tiles)
