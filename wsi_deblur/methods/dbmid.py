@@ -79,8 +79,11 @@ class DBMIDMethod:
         reach of the Wiener prestep where the route's first restorer has one (its filter for the largest PSF it
         fits). ``steps``: the route; None gives the widest over every route."""
         scale = max(self._working_mpp(mpp, c) / mpp for c in self._restorer_configs.values())
-        first = self._prestep_reach.values() if steps is None else [self._prestep_reach[steps[0]]] if steps else [0]
-        return int(np.ceil(self._radius * scale)) + max(first, default=0)
+        if steps is None:
+            reach = max(self._prestep_reach.values(), default=0)
+        else:
+            reach = self._prestep_reach[steps[0]] if steps else 0
+        return int(np.ceil(self._radius * scale)) + reach
 
     def classify(self, tiles: np.ndarray, mpp: float) -> np.ndarray:
         tiles = np.asarray(tiles)
