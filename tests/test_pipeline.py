@@ -152,6 +152,27 @@ def test_same_pixels_on_an_external_scheduler_and_worker(local_run: dict, sample
             p.wait(timeout=30)
 
 
+def test_tiff_only_run_written_from_the_slide_has_the_working_pyramids_pixels(
+    local_run: dict, sample: Path, tmp_path: Path
+) -> None:
+    import tifffile
+
+    out = tmp_path / "direct.tif"
+    result = run(sample, [out], RunOptions(progress=False, workers=2, compression="deflate"))
+    assert result.summary["tiff_writer"] == "libvips"
+    assert local_run["result"].summary["tiff_writer"] == "tifffile"  # an OME-Zarr output needs the pyramid
+    assert result.summary["restored_tiles"] == local_run["result"].summary["restored_tiles"] > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["direct.report", "direct.tif"]  # work folder gone
+    group = zarr.open_group(str(local_run["zarr"]), mode="r")
+    with tifffile.TiffFile(out) as tif:
+        # lossless: level 0 is the working pyramid's level 0 bit for bit (restored blocks and the input's pixels)
+        np.testing.assert_array_equal(tif.pages[0].asarray(), _level0(local_run["zarr"]))
+        for level in (1, 2):  # libvips drops an odd last row or column; the rest are the same 2 x 2 means
+            reduced = tif.pages[level].asarray()
+            h, w = reduced.shape[:2]
+            np.testing.assert_array_equal(reduced, np.moveaxis(np.asarray(group[str(level)][:, :h, :w]), 0, -1))
+
+
 def test_ngff_05_and_ome_tiff_outputs(slides_dir: Path, tmp_path: Path) -> None:
     import tifffile
     from ome_zarr_models import open_ome_zarr

@@ -118,31 +118,43 @@ def classify_slide(
     return blurmap
 
 
-def _block_job(
-    blurmap: BlurMap, key: SlideKey, work: WorkFolder, box: Box, options: RunOptions, mpp: float
-) -> BlockJob:
+def _action_window(blurmap: BlurMap, box: Box) -> tuple[slice, slice, np.ndarray]:
+    """The rows, columns and action codes of the cells within the blend ramp's reach of ``box``."""
     reach = box.grow(ramp_width(blurmap.tile_size)).clip(blurmap.width, blurmap.height)
     rows, cols = cells_touching(reach, blurmap.tile_size, blurmap.shape)
-    window = np.ascontiguousarray(blurmap.actions[rows, cols])
+    return rows, cols, np.ascontiguousarray(blurmap.actions[rows, cols])
+
+
+def _block_job(
+    blurmap: BlurMap, key: SlideKey, work: WorkFolder, box: Box, options: RunOptions, mpp: float, rasters: bool
+) -> BlockJob:
+    rows, cols, window = _action_window(blurmap, box)
     return BlockJob(
         slide=key, zarr_path=str(work.zarr_path), box=box, actions=window,
         cell_origin=(rows.start, cols.start), tile_size=blurmap.tile_size, method=options.method, mpp=mpp,
         precision=options.precision,
         marker=str(work.marker(0, box.y, box.x)),
+        raster=str(work.raster(box.y, box.x)) if rasters else None,
     )
 
 
 def restore_slide(
     client: Client, blurmap: BlurMap, key: SlideKey, work: WorkFolder, layout: omezarr.PyramidLayout,
-    options: RunOptions, mpp: float, progress: Progress,
+    options: RunOptions, mpp: float, progress: Progress, rasters: bool = False,
 ) -> int:
-    """Pass 2: every level-0 block written once, restored where the blur map asks. Returns blocks restored."""
-    done = work.done_markers(0)
-    jobs = [
-        _block_job(blurmap, key, work, Box(x, y, w, h), options, mpp)
-        for y, x, h, w in layout.blocks(0)
-        if f"{y}_{x}" not in done
-    ]
+    """Pass 2: every level-0 block written once, restored where the blur map asks. Returns blocks restored.
+
+    With ``rasters`` (the outputs are written from the input slide), only the blocks the blur map touches are
+    run, and only those restored are written, each as a raw image in the work folder.
+    """
+    boxes = [Box(x, y, w, h) for y, x, h, w in layout.blocks(0)]
+    if rasters:
+        written = work.rasters()
+        boxes = [b for b in boxes if (b.y, b.x) not in written and _action_window(blurmap, b)[2].any()]
+    else:
+        done = work.done_markers(0)
+        boxes = [b for b in boxes if f"{b.y}_{b.x}" not in done]
+    jobs = [_block_job(blurmap, key, work, box, options, mpp, rasters) for box in boxes]
     restored = 0
 
     def count(result: bool) -> None:

@@ -36,7 +36,7 @@ from .tasks import (
     SlideKey,
 )
 from .workdir import WorkFolder, input_identity, work_folder
-from .writers import omezarr
+from .writers import omezarr, vipstiff
 from .writers.tiff import write_pyramidal_tiff
 
 logger = logging.getLogger(__name__)
@@ -171,6 +171,34 @@ def export_outputs(
             _replace(work.zarr_path, out)
 
 
+def export_from_slide(
+    outputs: list[tuple[Path, str]], work: WorkFolder, source: SlideSource, slide: Path, options: RunOptions,
+    mpp: float, provenance: dict[str, Any], associated: dict[str, np.ndarray], progress: Progress,
+) -> None:
+    """Write every (plain TIFF) output with libvips from the input slide and the restored blocks, in this
+    process (libvips encodes on every core), then move each into place."""
+    description = f"wsi-deblur {__version__}; method {provenance['method']} {provenance['method_version']}"
+    restored = work.rasters()
+    task = progress.add_task("export", total=len(outputs))
+    for out, _ in outputs:
+        tmp = _temporary_for(out, work)
+        vipstiff.write_tiff_from_slide(
+            slide, tmp, source.dimensions, options.block, restored, mpp, compression=options.compression,
+            quality=options.quality, description=description, associated=associated or None,
+        )
+        _replace(tmp, out)
+        progress.advance(task)
+
+
+def _from_slide(outputs: list[tuple[Path, str]], source: SlideSource, slide: Path, compression: str) -> bool:
+    """Whether the outputs can be written by libvips from the input slide (see :mod:`.writers.vipstiff`)."""
+    if not (all(kind == "tiff" for _, kind in outputs) and vipstiff.writes(compression)):
+        return False
+    return vipstiff.same_level0(
+        slide, source.dimensions, lambda x, y, w, h: source.read(0, x, y, w, h)
+    )
+
+
 # -- entry points -------------------------------------------------------------------------------------------------
 
 
@@ -222,10 +250,12 @@ def run(
         if options.keep_associated:
             associated = {n: source.read_associated(n) for n in source.associated_names}
         provenance = _provenance(options, mpp, slide_path)
+        # plain TIFFs only, from a slide libvips decodes as the run's reader does: no working pyramid
+        from_slide = _from_slide(checked, source, slide_path, options.compression)
         timings: dict[str, float] = {}
         with progress_display(options.progress) as progress, \
                 dask_client(options.scheduler, options.workers, options.gpus) as client:
-            if not work.zarr_path.exists():
+            if not from_slide and not work.zarr_path.exists():
                 # kept as an output: zstd; only read back for TIFFs: LZ4, written several times faster
                 kept = any(kind == "ome-zarr" for _, kind in checked)
                 omezarr.create_pyramid(work.zarr_path, layout, scratch=not kept)
@@ -233,22 +263,27 @@ def run(
             if work.blurmap_path.exists():
                 blurmap = BlurMap.load(work.blurmap_path)
             else:
-                blurmap = classify_slide(client, source, key, options, mpp, progress, write_through=(work, layout))
+                through = None if from_slide else (work, layout)
+                blurmap = classify_slide(client, source, key, options, mpp, progress, write_through=through)
                 blurmap.save(work.blurmap_path)
             timings["classify_s"] = time.perf_counter() - t
             t = time.perf_counter()
-            restore_slide(client, blurmap, key, work, layout, options, mpp, progress)
+            restore_slide(client, blurmap, key, work, layout, options, mpp, progress, rasters=from_slide)
             timings["restore_s"] = time.perf_counter() - t
             t = time.perf_counter()
-            build_pyramid(client, work, layout, progress)
-            omezarr.finalize(work.zarr_path, layout, mpp, slide_path.stem, provenance)
-            timings["pyramid_s"] = time.perf_counter() - t
-            t = time.perf_counter()
-            export_outputs(client, checked, work, layout, options, mpp, provenance, associated, progress)
+            if from_slide:
+                export_from_slide(checked, work, source, slide_path, options, mpp, provenance, associated, progress)
+            else:
+                build_pyramid(client, work, layout, progress)
+                omezarr.finalize(work.zarr_path, layout, mpp, slide_path.stem, provenance)
+                timings["pyramid_s"] = time.perf_counter() - t
+                t = time.perf_counter()
+                export_outputs(client, checked, work, layout, options, mpp, provenance, associated, progress)
             timings["export_s"] = time.perf_counter() - t
         report_dir = options.report_dir or default_report_dir(out_paths[0])
         timings["seconds"] = time.perf_counter() - started
-        summary = _report(report_dir, blurmap, source, slide_path, mpp, provenance, timings,
+        summary = _report(report_dir, blurmap, source, slide_path, mpp,
+                          {**provenance, "tiff_writer": "libvips" if from_slide else "tifffile"}, timings,
                           [str(p) for p in out_paths])
     work.remove()
     return RunResult(outputs=out_paths, report_dir=report_dir, summary=summary, blurmap=blurmap)

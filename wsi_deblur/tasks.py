@@ -17,7 +17,7 @@ from .methods import get_method
 from .restore import restore_box
 from .slide import cached_slide
 from .tiling import Box, cell_read_box
-from .writers import omezarr
+from .writers import omezarr, vipstiff
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,9 @@ class BlockJob:
     mpp: float
     marker: str
     precision: str = "auto"
+    #: Where a restored block goes when the outputs are written from the input slide (:mod:`.writers.vipstiff`):
+    #: only restored blocks are written, as raw images, and no working pyramid exists.
+    raster: str | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,11 @@ def restore_block(job: BlockJob) -> bool:
         read, width, height, job.box, job.actions, job.cell_origin, job.tile_size,
         get_method(job.method, job.precision), job.mpp
     )
+    if job.raster is not None:
+        if restored:  # a block left as it was is the input's pixels: the export reads it from the slide
+            Path(job.raster).parent.mkdir(parents=True, exist_ok=True)
+            vipstiff.write_raster(job.raster, pixels)
+        return restored
     omezarr.write_block(job.zarr_path, 0, job.box.y, job.box.x, pixels, label)
     _mark_done(job.marker)
     return restored

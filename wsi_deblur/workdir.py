@@ -1,6 +1,8 @@
 """The work folder of a run (``OUT.partial/`` beside the first output) and its fingerprint.
 
-The folder holds the working OME-Zarr, the blur map, one marker file per finished block and ``fingerprint.json``
+The folder holds the working OME-Zarr (or, when every output is a plain TIFF written from the input slide, the
+restored blocks as raw images under ``restored/``), the blur map, one marker file per finished block and
+``fingerprint.json``
 (input path, size and mtime; the options that change pixels; method and software versions). A run started again
 with the same fingerprint picks up where the last one stopped; a different fingerprint is refused unless the
 caller asks to restart (``--restart``), which throws the partial work away.
@@ -66,6 +68,25 @@ class WorkFolder:
 
     def marker(self, level: int, y: int, x: int) -> Path:
         return self.path / "done" / f"level{level}" / f"{y}_{x}"
+
+    @property
+    def rasters_path(self) -> Path:
+        """Restored level-0 blocks as raw images, when the outputs are written from the input slide."""
+        return self.path / "restored"
+
+    def raster(self, y: int, x: int) -> Path:
+        return self.rasters_path / f"{y}_{x}.v"
+
+    def rasters(self) -> dict[tuple[int, int], Path]:
+        """(y, x) -> file of every restored block written so far (unfinished ``.tmp`` files aside)."""
+        found = {}
+        if self.rasters_path.is_dir():
+            for name in os.listdir(self.rasters_path):
+                stem, dot, ending = name.partition(".")
+                if dot and ending == "v":
+                    y, x = stem.split("_")
+                    found[(int(y), int(x))] = self.rasters_path / name
+        return found
 
     def done_markers(self, level: int) -> set[str]:
         folder = self.path / "done" / f"level{level}"

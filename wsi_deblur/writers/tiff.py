@@ -32,7 +32,7 @@ import tifffile
 
 from .omezarr import PyramidLayout, read_region
 
-__all__ = ["TIFF_COMPRESSIONS", "write_pyramidal_tiff"]
+__all__ = ["TIFF_COMPRESSIONS", "check_tiff_options", "compression_options", "write_pyramidal_tiff"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -91,7 +91,22 @@ class _LevelTiles:
                 yield pixels
 
 
-def _compression_options(compression: str, quality: int) -> dict[str, Any]:
+def check_tiff_options(out_path: Path, compression: str, quality: int, tile: int, mpp: float) -> None:
+    """Refuse a compression, JPEG quality, tile side or pixel size no TIFF writer here can write."""
+    if compression not in TIFF_COMPRESSIONS:
+        raise ValueError(
+            f"{out_path}: compression {compression!r} is not one of {', '.join(TIFF_COMPRESSIONS)}"
+        )
+    if compression == "jpeg" and not 1 <= quality <= 100:
+        raise ValueError(f"{out_path}: JPEG quality must be 1 to 100, got {quality}")
+    if tile < TILE_MULTIPLE or tile % TILE_MULTIPLE:
+        raise ValueError(f"{out_path}: tile side must be a positive multiple of {TILE_MULTIPLE}, got {tile}")
+    if not (mpp > 0 and math.isfinite(mpp)):
+        raise ValueError(f"{out_path}: pixel size must be a positive number of micrometres, got {mpp}")
+
+
+def compression_options(compression: str, quality: int) -> dict[str, Any]:
+    """tifffile's arguments for a tile compression (JPEG as YCbCr 4:4:4, a predictor for the lossless ones)."""
     if compression == "none":
         return {"compression": None}
     options: dict[str, Any] = {"compression": compression}
@@ -130,16 +145,7 @@ def write_pyramidal_tiff(
     failed write leaves it partial.
     """
     out_path = Path(out_path)
-    if compression not in TIFF_COMPRESSIONS:
-        raise ValueError(
-            f"{out_path}: compression {compression!r} is not one of {', '.join(TIFF_COMPRESSIONS)}"
-        )
-    if compression == "jpeg" and not 1 <= quality <= 100:
-        raise ValueError(f"{out_path}: JPEG quality must be 1 to 100, got {quality}")
-    if tile < TILE_MULTIPLE or tile % TILE_MULTIPLE:
-        raise ValueError(f"{out_path}: tile side must be a positive multiple of {TILE_MULTIPLE}, got {tile}")
-    if not (mpp > 0 and math.isfinite(mpp)):
-        raise ValueError(f"{out_path}: pixel size must be a positive number of micrometres, got {mpp}")
+    check_tiff_options(out_path, compression, quality, tile, mpp)
     if associated and ome:
         raise ValueError(f"{out_path}: associated images are written to plain TIFFs only, not to OME-TIFF")
     for name, image in (associated or {}).items():
@@ -147,7 +153,7 @@ def write_pyramidal_tiff(
             raise ValueError(f"{out_path}: associated image {name!r} must be (h, w, 3) uint8 RGB, got "
                              f"{image.shape} {image.dtype}")
 
-    options = _compression_options(compression, quality)
+    options = compression_options(compression, quality)
     common: dict[str, Any] = {
         "dtype": np.uint8,
         "tile": (tile, tile),
