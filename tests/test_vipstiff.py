@@ -63,10 +63,10 @@ def test_libvips_writes_the_lossless_codecs_it_has() -> None:
 
 
 def _restored_blocks(level0: np.ndarray, folder: Path) -> dict[tuple[int, int], Path]:
-    """Two blocks replaced by their colour negative: one whole, one clipped at the slide's corner."""
+    """Three blocks replaced by their colour negative: two side by side, one clipped at the slide's corner."""
     height, width = level0.shape[:2]
     blocks = {}
-    for y, x in ((BLOCK, 0), (BLOCK * (height // BLOCK), BLOCK * (width // BLOCK))):
+    for y, x in ((BLOCK, 0), (BLOCK, BLOCK), (BLOCK * (height // BLOCK), BLOCK * (width // BLOCK))):
         pixels = 255 - level0[y : y + BLOCK, x : x + BLOCK]
         path = folder / f"{y}_{x}{RASTER_SUFFIX}"
         write_raster(path, pixels)

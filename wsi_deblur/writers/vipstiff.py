@@ -3,8 +3,8 @@
 When every output of a run is a plain pyramidal TIFF, the working OME-Zarr pyramid is not needed: the output is
 the input's level 0 with a few blocks replaced. libvips reads level 0 from the slide file itself, takes each
 restored block from a raw image in the work folder (one ``.v`` file per block, written by the worker that
-restored it), joins them over the block grid, and builds the reduced levels and encodes every tile in C on every
-core. An all-in-focus slide costs what a pyvips copy of it costs.
+restored it), puts each block row that holds one over the input as a strip, and builds the reduced levels and
+encodes every tile in C on every core. An all-in-focus slide costs what a pyvips copy of it costs.
 
 This only holds where libvips decodes level 0 exactly as the run's reader does: :func:`same_level0` compares
 both on three windows of the slide. JPEG 2000 tiles (libvips is built without them), vendor formats libvips
@@ -150,22 +150,25 @@ def write_tiff_from_slide(
     if (base.width, base.height) != (width, height):
         raise ValueError(f"{slide}: level 0 is {base.width} x {base.height} in libvips, not {width} x {height}")
     image = base
-    if restored:
+    # one strip per block row that holds a restored block, inserted over the input: a few operations deep, and
+    # about 60 MB less memory on a 50k slide than one join over every block of the slide
+    for y in sorted({y for y, _ in restored}):
+        h = min(block, height - y)
         cells = []
-        for y in range(0, height, block):
-            for x in range(0, width, block):
-                w, h = min(block, width - x), min(block, height - y)
-                raster = restored.get((y, x))
-                if raster is None:
-                    cells.append(base.crop(x, y, w, h))
-                    continue
-                cell = pyvips.Image.new_from_file(os.fspath(raster), access="random")
-                if (cell.width, cell.height, cell.bands) != (w, h, 3):
-                    raise ValueError(f"{raster}: holds {cell.width} x {cell.height} x {cell.bands}, not the "
-                                     f"{w} x {h} x 3 block at (y={y}, x={x})")
-                cells.append(cell)
-        # edge blocks are narrower: each sits at the top left of a block-sized cell, and the crop trims the rest
-        image = pyvips.Image.arrayjoin(cells, across=-(-width // block)).crop(0, 0, width, height)
+        for x in range(0, width, block):
+            w = min(block, width - x)
+            raster = restored.get((y, x))
+            if raster is None:
+                cells.append(base.crop(x, y, w, h))
+                continue
+            cell = pyvips.Image.new_from_file(os.fspath(raster), access="random")
+            if (cell.width, cell.height, cell.bands) != (w, h, 3):
+                raise ValueError(f"{raster}: holds {cell.width} x {cell.height} x {cell.bands}, not the "
+                                 f"{w} x {h} x 3 block at (y={y}, x={x})")
+            cells.append(cell)
+        # the last block is narrower: it sits at the left of a block-wide cell, and the crop trims the rest
+        strip = pyvips.Image.arrayjoin(cells, across=len(cells)).crop(0, 0, width, h)
+        image = image.insert(strip, 0, y)
     # a fresh header: only the pixels' description and the run's own metadata
     image = image.copy(interpretation="srgb", xres=_UM_PER_MM / mpp, yres=_UM_PER_MM / mpp)
     for name in image.get_fields():
