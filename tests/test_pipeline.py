@@ -152,6 +152,27 @@ def test_same_pixels_on_an_external_scheduler_and_worker(local_run: dict, sample
             p.wait(timeout=30)
 
 
+def test_only_blocks_within_reach_of_a_restored_tile_are_run_when_writing_from_the_slide() -> None:
+    from wsi_deblur.blurmap import BlurMap
+    from wsi_deblur.passes import blocks_to_restore
+    from wsi_deblur.tiling import Box
+    from wsi_deblur.writers.omezarr import PyramidLayout
+
+    width = height = 8192  # 16 x 16 cells of 512 px, 8 x 8 blocks of 1024 px
+    tissue = np.zeros((16, 16), dtype=bool)
+    tissue[:, :12] = True  # background (action -1) on the right: never a reason to run a block
+    blurmap = BlurMap.empty(width, height, 512, tissue)
+    cells = [(r, c) for r in range(16) for c in range(12)]
+    probabilities = np.tile(np.array([[0.97, 0.01, 0.01, 0.01]], np.float32), (len(cells), 1))
+    probabilities[cells.index((5, 5))] = [0.05, 0.9, 0.03, 0.02]  # one defocused tile, bottom right of block (2, 2)
+    blurmap.set_probabilities(cells, probabilities, 0.5)
+    layout = PyramidLayout(width=width, height=height, levels=4)
+    boxes = [Box(x, y, w, h) for y, x, h, w in layout.blocks(0)]
+    chosen = {(b.y // 1024, b.x // 1024) for b in blocks_to_restore(blurmap, boxes)}
+    # its own block and the three whose ramp reach (a quarter tile) crosses into it
+    assert chosen == {(2, 2), (2, 3), (3, 2), (3, 3)}
+
+
 def test_tiff_only_run_written_from_the_slide_has_the_working_pyramids_pixels(
     local_run: dict, sample: Path, tmp_path: Path
 ) -> None:

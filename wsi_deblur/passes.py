@@ -125,6 +125,11 @@ def _action_window(blurmap: BlurMap, box: Box) -> tuple[slice, slice, np.ndarray
     return rows, cols, np.ascontiguousarray(blurmap.actions[rows, cols])
 
 
+def blocks_to_restore(blurmap: BlurMap, boxes: Sequence[Box]) -> list[Box]:
+    """The blocks with a cell to restore within the blend ramp's reach (action > 0; background cells are -1)."""
+    return [box for box in boxes if bool((_action_window(blurmap, box)[2] > 0).any())]
+
+
 def _block_job(
     blurmap: BlurMap, key: SlideKey, work: WorkFolder, box: Box, options: RunOptions, mpp: float, rasters: bool
 ) -> BlockJob:
@@ -150,7 +155,7 @@ def restore_slide(
     boxes = [Box(x, y, w, h) for y, x, h, w in layout.blocks(0)]
     if rasters:
         written = work.rasters()
-        boxes = [b for b in boxes if (b.y, b.x) not in written and _action_window(blurmap, b)[2].any()]
+        boxes = [b for b in blocks_to_restore(blurmap, boxes) if (b.y, b.x) not in written]
     else:
         done = work.done_markers(0)
         boxes = [b for b in boxes if f"{b.y}_{b.x}" not in done]
