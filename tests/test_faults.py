@@ -127,3 +127,36 @@ def test_a_killed_worker_does_not_stop_the_run(sample: Path, reference: np.ndarr
     assert killed and killed_at[0] < ended, "the worker was not killed while the run went on"
     assert killed[0] not in survivors  # the nanny started a fresh worker process
     np.testing.assert_array_equal(_level0(out), reference)
+
+
+def test_a_killed_tiff_only_run_resumes_from_its_restored_blocks(
+    sample: Path, reference: np.ndarray, tmp_path: Path
+) -> None:
+    """A plain TIFF written from the slide keeps its restored blocks as raw images; a resumed run finishes the
+    rest and writes the same level 0 as the working-pyramid route (lossless tiles)."""
+    import tifffile
+
+    out = tmp_path / "resumed.tif"
+    restored = tmp_path / "resumed.tif.partial" / "restored"
+    command = [sys.executable, "-m", "wsi_deblur", "-q", "run", str(sample), "-o", str(out), "--workers", "2",
+               "--compression", "deflate"]
+    first = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        def written() -> list[str]:
+            return [n for n in os.listdir(restored) if n.endswith(".v") and ".tmp" not in n] if restored.is_dir() \
+                else []
+
+        _wait_for(lambda: len(written()) >= 1 or first.poll() is not None, 300, "a restored block")
+        assert first.poll() is None, "the run ended before it could be killed: " + first.stderr.read().decode()
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    assert not out.exists() and written()
+
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert not restored.parent.exists()
+    with tifffile.TiffFile(out) as tif:
+        np.testing.assert_array_equal(tif.pages[0].asarray(), np.moveaxis(reference, 0, -1))
