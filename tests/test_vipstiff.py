@@ -1,7 +1,7 @@
 """The TIFF written by libvips from the input slide itself, with restored blocks put in place.
 
-Real slides: CMU-1-Small-Region (Aperio SVS, JPEG tiles), a JPEG 2000 SVS (TCGA) and a DICOM file, read back with
-OpenSlide, tiffslide and tifffile.
+Real slides: CMU-1-Small-Region (Aperio SVS, JPEG tiles), a JPEG 2000 SVS (TCGA), a DICOM file and an NDPI, read
+back with OpenSlide, tiffslide and tifffile.
 """
 
 from __future__ import annotations
@@ -50,8 +50,9 @@ def test_same_level0_where_libvips_decodes_as_the_reader(svs: Path, reader: str)
 
 
 def test_same_level0_refuses_what_libvips_does_not_decode(slides_dir: Path) -> None:
-    # JPEG 2000 tiles (libvips is built without them), then a DICOM file (not a TIFF)
-    for name in ("TCGA-CR-7395-01A-01-TS1.svs", "boxes_0.dcm"):
+    # JPEG 2000 tiles (libvips is built without them), a DICOM file (not a TIFF), and an NDPI whose level 0 is
+    # one JPEG strip (libvips decodes it as the reader does, but would decode the whole level for each region)
+    for name in ("TCGA-CR-7395-01A-01-TS1.svs", "boxes_0.dcm", "test3-DAPI-2-387.ndpi"):
         path = slides_dir / name
         with open_slide(path, reader="openslide") as source:
             assert not same_level0(path, source.dimensions, partial(source.read, 0)), name

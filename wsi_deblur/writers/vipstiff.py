@@ -6,9 +6,10 @@ restored block from a raw image in the work folder (one ``.v`` file per block, w
 restored it), puts each block row that holds one over the input as a strip, and builds the reduced levels and
 encodes every tile in C on every core. An all-in-focus slide costs what a pyvips copy of it costs.
 
-This only holds where libvips decodes level 0 exactly as the run's reader does: :func:`same_level0` compares
-both on three windows of the slide. JPEG 2000 tiles (libvips is built without them), vendor formats libvips
-does not read (MIRAX, DICOM, ...), a level 0 that is not the file's first image, or any pixel that differs
+This only holds where libvips decodes a tiled level 0 exactly as the run's reader does: :func:`same_level0`
+compares both on three windows of the slide. JPEG 2000 tiles (libvips is built without them), vendor formats
+libvips does not read (MIRAX, DICOM, ...), a striped level 0 (NDPI), a level 0 that is not the file's first
+image, or any pixel that differs
 send the run through the working pyramid and :mod:`.tiff` instead, and so does a tile compression this
 libvips does not write (:func:`writes`; the libvips of the pyvips-binary wheel has no zstd).
 
@@ -65,7 +66,8 @@ def _pixels(image: pyvips.Image) -> np.ndarray:
 
 
 def same_level0(slide: str | Path, dimensions: tuple[int, int], read: RegionReader) -> bool:
-    """Whether libvips reads the slide's level 0 (its first TIFF image) with exactly the pixels ``read`` gives.
+    """Whether libvips reads the slide's level 0 (its first TIFF image, tiled) with exactly the pixels ``read``
+    gives.
 
     ``read(x, y, w, h)`` is the run's own reader at level 0. Compared on three windows of :data:`PROBE` pixels:
     the top-left corner, the centre and the bottom-right corner. Any file libvips cannot open or decode there
@@ -74,6 +76,11 @@ def same_level0(slide: str | Path, dimensions: tuple[int, int], read: RegionRead
     try:
         image = _level0(slide)
         if (image.width, image.height) != tuple(dimensions) or image.bands != 3 or image.format != "uchar":
+            return False
+        if not image.get_typeof("tile-width"):
+            # a striped level 0 (NDPI: one JPEG strip for the whole level) would be decoded whole for each
+            # region libvips asks for
+            LOGGER.debug("%s: level 0 is not tiled in libvips", slide)
             return False
         width, height = dimensions
         w, h = min(PROBE, width), min(PROBE, height)
