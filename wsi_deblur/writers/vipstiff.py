@@ -9,9 +9,9 @@ encodes every tile in C on every core. An all-in-focus slide costs what a pyvips
 This only holds where libvips decodes a tiled level 0 exactly as the run's reader does: :func:`same_level0`
 compares both on three windows of the slide. JPEG 2000 tiles (libvips is built without them), vendor formats
 libvips does not read (MIRAX, DICOM, ...), a striped level 0 (NDPI), a level 0 that is not the file's first
-image, or any pixel that differs
-send the run through the working pyramid and :mod:`.tiff` instead, and so does a tile compression this
-libvips does not write (:func:`writes`; the libvips of the pyvips-binary wheel has no zstd).
+image, or any pixel that differs send the run through the working pyramid and :mod:`.tiff` instead, and so does
+a tile compression this libvips does not write (:func:`writes`; the libvips of the pyvips-binary wheel has no
+zstd).
 
 What differs from :func:`.tiff.write_pyramidal_tiff`: libvips stores JPEG tiles at quality 90 and above as RGB
 JPEG (no colour transform, no chroma subsampling; about 1.6 times the size of YCbCr 4:4:4 on H&E tissue) and
