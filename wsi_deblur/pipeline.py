@@ -36,7 +36,7 @@ from .tasks import (
     SlideKey,
 )
 from .workdir import WorkFolder, input_identity, work_folder
-from .writers import omezarr, vipstiff
+from .writers import ngff_metadata, omezarr, vipstiff
 from .writers.tiff import write_pyramidal_tiff
 
 logger = logging.getLogger(__name__)
@@ -275,7 +275,7 @@ def run(
                 export_from_slide(checked, work, source, slide_path, options, mpp, provenance, associated, progress)
             else:
                 build_pyramid(client, work, layout, progress)
-                omezarr.finalize(work.zarr_path, layout, mpp, slide_path.stem, provenance)
+                ngff_metadata.finalize(work.zarr_path, layout, mpp, slide_path.stem, provenance)
                 timings["pyramid_s"] = time.perf_counter() - t
                 t = time.perf_counter()
                 export_outputs(client, checked, work, layout, options, mpp, provenance, associated, progress)

@@ -3,13 +3,13 @@
 Writers see arrays and paths only, never models.
 """
 
+from .ngff_metadata import finalize
 from .omezarr import (
     LABEL_NAME,
     NGFF_VERSIONS,
     PyramidLayout,
     create_pyramid,
     downsample_block,
-    finalize,
     pyramid_levels,
     read_region,
     write_block,

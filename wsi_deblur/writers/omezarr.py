@@ -3,8 +3,9 @@
 A run creates an empty pyramid once (:func:`create_pyramid`), then many independent tasks (separate processes,
 possibly on other machines sharing the filesystem) each write exactly one block of one level
 (:func:`write_block` for level 0, :func:`downsample_block` for the levels below), and finally
-:func:`finalize` writes the OME-NGFF metadata. The finished group is a valid OME-Zarr image that the pipeline
-moves into place as the ``.ome.zarr`` output, and that :mod:`wsi_deblur.writers.tiff` streams into a TIFF.
+:func:`.ngff_metadata.finalize` writes the OME-NGFF metadata. The finished group is a valid OME-Zarr image
+that the pipeline moves into place as the ``.ome.zarr`` output, and that :mod:`wsi_deblur.writers.tiff` streams
+into a TIFF.
 
 On-disk layout (both NGFF versions)::
 
@@ -27,22 +28,17 @@ lose data).
 from __future__ import annotations
 
 import functools
-import json
 import logging
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import zarr
 import zarr.codecs
 from numcodecs import Blosc
 from ome_zarr.format import Format, FormatV04, FormatV05
-from ome_zarr.writer import write_label_metadata, write_multiscales_metadata
-
-from ..blurmap import ACTIONS
 
 __all__ = [
     "LABEL_NAME",
@@ -50,7 +46,6 @@ __all__ = [
     "PyramidLayout",
     "create_pyramid",
     "downsample_block",
-    "finalize",
     "pyramid_levels",
     "read_region",
     "write_block",
@@ -66,15 +61,6 @@ LABEL_NAME = "restored"
 PROVENANCE_KEY = "wsi_deblur"
 
 _AXES = ("c", "y", "x")
-_CHANNELS = (("red", "FF0000"), ("green", "00FF00"), ("blue", "0000FF"))
-#: Label colours (RGBA) per action code: 0 transparent, then the Okabe-Ito colour-blind-safe blue, orange and
-#: reddish purple at half opacity (128 of 255) so that the tissue stays visible under them.
-_LABEL_COLORS: dict[int, tuple[int, int, int, int]] = {
-    0: (0, 0, 0, 0),
-    1: (0, 114, 178, 128),
-    2: (230, 159, 0, 128),
-    3: (204, 121, 167, 128),
-}
 #: Blosc with zstd at level 5: the compressor ome-zarr-py itself uses by default, lossless, fast to decode.
 _BLOSC_CLEVEL = 5
 #: Compression of a scratch pyramid nobody keeps (only TIFFs are asked for): Blosc LZ4 at level 1, about ten
@@ -153,7 +139,7 @@ def create_pyramid(path: str | Path, layout: PyramidLayout, labels: bool = True,
     rather than size (zstd, the default for a pyramid that is kept).
 
     The arrays exist afterwards, so tasks can write blocks straight away; the OME-NGFF metadata is written by
-    :func:`finalize`. An existing ``path`` is refused rather than overwritten.
+    :func:`.ngff_metadata.finalize`. An existing ``path`` is refused rather than overwritten.
     """
     path = Path(path)
     if path.exists():
@@ -337,84 +323,3 @@ def downsample_block(path: str | Path, level: int, y: int, x: int, h: int, w: in
     if label_source is not None:
         label = _halve(_read_chw(label_source, sy, sx, sh, sw), h, w, "or")[0]
     _write_chw(path, level, y, x, image, label)
-
-
-def finalize(
-    path: str | Path, layout: PyramidLayout, mpp: float, name: str, provenance: dict[str, object]
-) -> None:
-    """Write the OME-NGFF metadata: multiscales, omero rendering, labels, image-label and provenance.
-
-    Scales are ``[1, mpp * 2**level, mpp * 2**level]`` in micrometres; ``provenance`` (any JSON-serialisable
-    dict: software version, method, model versions) is stored as given under ``"wsi_deblur"`` in the image
-    group's attributes. Running it again rewrites the same metadata.
-    """
-    path = Path(path)
-    if not (mpp > 0 and math.isfinite(mpp)):
-        raise ValueError(f"{path}: pixel size must be a positive number of micrometres, got {mpp}")
-    try:
-        provenance_json = json.loads(json.dumps(provenance))
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{path}: provenance must be JSON-serialisable ({err})") from err
-    fmt = _format(layout.ngff)
-    try:
-        root = zarr.open_group(str(path), mode="r+", zarr_format=fmt.zarr_format)
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as err:
-        raise ValueError(f"{path}: no NGFF {layout.ngff} pyramid here (create_pyramid first)") from err
-    for level in range(layout.levels):
-        shape = _image_level(path, level).shape[1:]
-        if tuple(shape) != layout.level_shape(level):
-            raise ValueError(f"{path}: level {level} is {shape}, the layout says {layout.level_shape(level)}")
-
-    axes: list[dict[str, str]] = [
-        {"name": "c", "type": "channel"},
-        {"name": "y", "type": "space", "unit": "micrometer"},
-        {"name": "x", "type": "space", "unit": "micrometer"},
-    ]
-    datasets = [
-        {
-            "path": str(level),
-            "coordinateTransformations": [{"type": "scale", "scale": [1.0, mpp * 2**level, mpp * 2**level]}],
-        }
-        for level in range(layout.levels)
-    ]
-    omero: dict[str, Any] = {
-        "name": name,
-        "channels": [
-            {
-                "label": label,
-                "color": color,
-                "active": True,
-                "coefficient": 1.0,
-                "family": "linear",
-                "inverted": False,
-                "window": {"start": 0, "end": 255, "min": 0, "max": 255},
-            }
-            for label, color in _CHANNELS
-        ],
-        "rdefs": {"model": "color", "defaultT": 0, "defaultZ": 0},
-    }
-    # write_multiscales_metadata takes the rendering block as metadata={"omero": ...} and moves it to the
-    # group attributes (write_image would silently drop that spelling; see the tests)
-    write_multiscales_metadata(root, datasets, fmt=fmt, axes=axes, name=name, metadata={"omero": omero})
-    root.attrs[PROVENANCE_KEY] = provenance_json
-
-    labels_group = root["labels"] if "labels" in root else None
-    if isinstance(labels_group, zarr.Group) and LABEL_NAME in labels_group:
-        label_group = labels_group[LABEL_NAME]
-        if not isinstance(label_group, zarr.Group):
-            raise ValueError(f"{path}: labels/{LABEL_NAME} is not a group")
-        write_multiscales_metadata(label_group, datasets, fmt=fmt, axes=axes, name=LABEL_NAME)
-        # write_label_metadata appends to the "labels" list: reset it so that finalising twice lists it once
-        if fmt.zarr_format == 2:
-            labels_group.attrs["labels"] = []
-        else:
-            labels_group.attrs["ome"] = {"version": fmt.version, "labels": []}
-        write_label_metadata(
-            labels_group,
-            LABEL_NAME,
-            colors=[{"label-value": value, "rgba": list(rgba)} for value, rgba in _LABEL_COLORS.items()],
-            properties=[{"label-value": value, "action": action} for value, action in enumerate(ACTIONS)],
-            fmt=fmt,
-            source={"image": "../../"},
-        )
-    LOGGER.debug("finalised %s (NGFF %s, %d levels, %.4g um/px)", path, layout.ngff, layout.levels, mpp)
