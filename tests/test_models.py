@@ -333,6 +333,40 @@ def test_classifier_crops_go_where_the_tissue_is(tiles_dir: Path) -> None:
 
 
 @shipped
+def test_a_confidently_sharp_first_crop_settles_the_tile_and_blur_gets_every_crop(tiles_dir: Path) -> None:
+    """A tile is settled on its crop with the most tissue when that crop is confidently in focus; otherwise the
+    log-probabilities of all its crops are averaged, as the classifier was always combined."""
+    from wsi_deblur.methods import get_method
+    from wsi_deblur.methods.dbmid import SETTLED_IN_FOCUS, _crops
+    from wsi_deblur.models.networks import REFERENCE_MPP
+
+    sharp = _sharp_crop(tiles_dir, 512)
+    optics = physics.SCANNER_20X
+    rng = np.random.default_rng(0)
+    tiles = np.stack([
+        physics.degrade(sharp, optics, 0.0, rng=rng, jpeg_quality=90),
+        physics.degrade(sharp, optics, 3 * optics.dof_um, rng=rng, jpeg_quality=90),
+    ])
+    method = get_method("dbmid")
+    network = method.classifier.network
+    log_mpp = np.log2(optics.mpp / REFERENCE_MPP)  # 0.5 um/px: inside the classifier's range, not resampled
+
+    def per_crop(tile: np.ndarray) -> np.ndarray:
+        x = np.stack(_crops(tile, 128)).astype(np.float32) / 255.0
+        return np.asarray(network.predict_on_batch([x, np.full((len(x), 1), log_mpp, np.float32)]), np.float64)
+
+    sharp_crops, blurred_crops = per_crop(tiles[0]), per_crop(tiles[1])
+    assert len(sharp_crops) == len(blurred_crops) == 4
+    assert sharp_crops[0, 0] >= SETTLED_IN_FOCUS > blurred_crops[0, 0]
+    mean = np.exp(np.log(np.clip(blurred_crops, 1e-7, 1.0)).mean(axis=0))
+    out = method.classify(tiles, optics.mpp)
+    np.testing.assert_allclose(out[0], sharp_crops[0] / sharp_crops[0].sum(), atol=1e-5)
+    np.testing.assert_allclose(out[1], mean / mean.sum(), atol=1e-5)
+    # alone or in a batch with a settled tile, the blurred tile gets the same probabilities
+    np.testing.assert_allclose(method.classify(tiles[1:], optics.mpp)[0], out[1], atol=1e-6)
+
+
+@shipped
 def test_in_focus_real_slide_raises_no_false_alarm(slides_dir: Path) -> None:
     """Every tissue tile of the in-focus CMU-1 scan (sparse edge tiles included) is called in focus."""
     import openslide
