@@ -269,3 +269,32 @@ def test_pass_one_writes_in_focus_blocks_through(sample: Path, tmp_path: Path) -
                 blocked += int((actions > 0).any())
                 assert f"{y}_{x}" not in done
         assert through and blocked, (through, blocked)  # the sample has both kinds of block
+
+
+def test_local_workers_start_with_adaptive_allocator_ceilings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Local worker processes get glibc's mmap and trim thresholds before they start (Dask's 64 KiB trim default
+    maps every decoded tile fresh from the kernel); a value the user set, in Dask's configuration or in the
+    environment, is kept."""
+    import os
+
+    import dask
+
+    from wsi_deblur.cluster import WORKER_MALLOC_ENV, dask_client
+
+    def worker_environ() -> tuple[str | None, str | None]:
+        with dask_client(None, 1, 0) as client:
+            (seen,) = client.run(lambda: (os.environ.get("MALLOC_MMAP_THRESHOLD_"),
+                                          os.environ.get("MALLOC_TRIM_THRESHOLD_"))).values()
+        return seen
+
+    mmap, trim = (str(WORKER_MALLOC_ENV[k]) for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"))
+    for name in WORKER_MALLOC_ENV:  # the nanny sets them in this process too; each case starts clean
+        monkeypatch.delenv(name, raising=False)
+    assert worker_environ() == (mmap, trim)
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 1 << 20}):
+        assert worker_environ() == (mmap, str(1 << 20))
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", str(1 << 21))
+    assert worker_environ() == (mmap, str(1 << 21))

@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import dask
 import psutil
 from distributed import Client, LocalCluster
 
@@ -23,6 +24,15 @@ logger = logging.getLogger(__name__)
 GPU_RESOURCE = "GPU"
 #: Memory kept back for the client process and the operating system when sizing local workers (bytes).
 RESERVED_MEMORY = 2 * 2**30
+#: glibc allocator settings for local worker processes (set before they start). Dask's default trim threshold
+#: (64 KiB) switches off glibc's adaptive thresholds, so every array over 128 KiB (a decoded tile is 0.75 MiB)
+#: is mapped fresh from the kernel and faulted in page by page, then unmapped. These are the ceilings glibc's
+#: adaptive rule itself reaches on 64-bit machines (mmap above 32 MiB, trim at twice that). ``wsi-deblur qc``
+#: on the 50k x 50k benchmark slide, side by side on 2 cores: 20-22 s of system time fell to 4.4 s, and the
+#: wall time by 10-20%. Values the user set (Dask configuration or environment) are kept.
+WORKER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": 32 * 2**20, "MALLOC_TRIM_THRESHOLD_": 64 * 2**20}
+#: Dask's own default ``MALLOC_TRIM_THRESHOLD_`` (``distributed.nanny.pre-spawn-environ``).
+_DASK_DEFAULT_TRIM = 65536
 
 
 def local_worker_count() -> int:
@@ -40,6 +50,16 @@ def gpu_resources(client: Client) -> dict[str, float] | None:
     return {GPU_RESOURCE: 1} if has_gpu else None
 
 
+def _worker_environ() -> dict[str, object]:
+    """``distributed.nanny.pre-spawn-environ`` with :data:`WORKER_MALLOC_ENV` where the user set nothing else."""
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
+    for name, value in WORKER_MALLOC_ENV.items():
+        current = environ.get(name)
+        if current is None or (name == "MALLOC_TRIM_THRESHOLD_" and str(current) == str(_DASK_DEFAULT_TRIM)):
+            environ[name] = value
+    return environ
+
+
 def _local_cuda_cluster(gpus: int) -> LocalCluster:
     try:
         from dask_cuda import LocalCUDACluster
@@ -54,8 +74,14 @@ def _local_cuda_cluster(gpus: int) -> LocalCluster:
 
 def local_cluster(n_workers: int | None = None, gpus: int = 0) -> LocalCluster:
     """The embedded cluster (see :func:`dask_client`), not started until entered as a context manager."""
-    if gpus:
-        return _local_cuda_cluster(gpus)
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": _worker_environ()}):
+        # the nannies read it when created (here) and keep it for any restart
+        if gpus:
+            return _local_cuda_cluster(gpus)
+        return _local_process_cluster(n_workers)
+
+
+def _local_process_cluster(n_workers: int | None) -> LocalCluster:
     workers = n_workers or local_worker_count()
     memory = max(2**30, (psutil.virtual_memory().total - RESERVED_MEMORY) // workers)
     return LocalCluster(
