@@ -194,6 +194,45 @@ def test_tiff_only_run_written_from_the_slide_has_the_working_pyramids_pixels(
             np.testing.assert_array_equal(reduced, np.moveaxis(np.asarray(group[str(level)][:, :h, :w]), 0, -1))
 
 
+def test_jpeg_tiff_run_keeps_the_inputs_tiles_where_nothing_was_restored(
+    local_run: dict, sample: Path, tmp_path: Path
+) -> None:
+    """A JPEG TIFF from a JPEG-tiled pyramid: tiles with no restored pixel are the input's bytes, the restored
+    ones hold the working pyramid's restored pixels (within JPEG error), and the pyramid is the input's."""
+    import openslide
+    import tifffile
+
+    out = tmp_path / "kept.tif"
+    result = run(sample, [out], RunOptions(progress=False, workers=2))
+    assert result.summary["tiff_writer"] == "input tiles"
+    assert result.summary["restored_tiles"] == local_run["result"].summary["restored_tiles"] > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.report", "kept.tif"]
+    restored = _level0(local_run["zarr"]).astype(int)
+    with tifffile.TiffFile(sample) as a, tifffile.TiffFile(out) as b:
+        pa, pb = a.pages[0], b.pages[0]
+        assert isinstance(pa, tifffile.TiffPage) and isinstance(pb, tifffile.TiffPage)
+        th, tw = pa.tile or (0, 0)
+        height, width = pa.shape[:2]
+        encoded = np.zeros((height, width), dtype=bool)  # pixels of tiles encoded again
+        across = -(-width // tw)
+        for index, (offset_a, count_a, offset_b, count_b) in enumerate(zip(
+                pa.dataoffsets, pa.databytecounts, pb.dataoffsets, pb.databytecounts, strict=True)):
+            a.filehandle.seek(offset_a)
+            b.filehandle.seek(offset_b)
+            if a.filehandle.read(count_a) != b.filehandle.read(count_b):
+                y, x = (index // across) * th, (index % across) * tw
+                encoded[y : y + th, x : x + tw] = True
+    with openslide.OpenSlide(out) as o, openslide.OpenSlide(sample) as s:
+        assert o.level_dimensions == s.level_dimensions
+        ours = np.asarray(o.read_region((0, 0), 0, (width, height)).convert("RGB")).astype(int)
+        theirs = np.asarray(s.read_region((0, 0), 0, (width, height)).convert("RGB")).astype(int)
+    changed = np.any(restored != theirs, axis=2)
+    assert changed.any() and not (changed & ~encoded).any()  # every restored pixel is in an encoded tile
+    assert 0 < encoded.mean() < 0.9
+    np.testing.assert_array_equal(ours[~encoded], theirs[~encoded])  # the input's tiles, decoded bit for bit
+    assert np.abs(ours[encoded] - restored[encoded]).mean() < 3.0
+
+
 def test_ngff_05_and_ome_tiff_outputs(slides_dir: Path, tmp_path: Path) -> None:
     import tifffile
     from ome_zarr_models import open_ome_zarr

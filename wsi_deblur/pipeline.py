@@ -36,7 +36,7 @@ from .tasks import (
     SlideKey,
 )
 from .workdir import WorkFolder, input_identity, work_folder
-from .writers import ngff_metadata, omezarr, vipstiff
+from .writers import ngff_metadata, omezarr, passtiff, vipstiff
 from .writers.tiff import write_pyramidal_tiff
 
 logger = logging.getLogger(__name__)
@@ -174,20 +174,33 @@ def export_outputs(
 def export_from_slide(
     outputs: list[tuple[Path, str]], work: WorkFolder, source: SlideSource, slide: Path, options: RunOptions,
     mpp: float, provenance: dict[str, Any], associated: dict[str, np.ndarray], progress: Progress,
+    levels: list[passtiff.JpegTiling] | None = None,
 ) -> None:
-    """Write every (plain TIFF) output with libvips from the input slide and the restored blocks, in this
-    process (libvips encodes on every core), then move each into place."""
+    """Write every (plain TIFF) output from the input slide and the restored blocks, in this process, then move
+    each into place: with ``levels`` (:func:`.writers.passtiff.layout`), the input's JPEG tiles that no restored
+    block reaches are copied as they are; otherwise libvips decodes, reduces and encodes on every core."""
     description = f"wsi-deblur {__version__}; method {provenance['method']} {provenance['method_version']}"
     restored = work.rasters()
     task = progress.add_task("export", total=len(outputs))
     for out, _ in outputs:
         tmp = _temporary_for(out, work)
-        vipstiff.write_tiff_from_slide(
-            slide, tmp, source.dimensions, options.block, restored, mpp, compression=options.compression,
-            quality=options.quality, description=description, associated=associated or None,
-        )
+        if levels:
+            passtiff.write_tiff_passthrough(
+                slide, tmp, source.dimensions, options.block, restored, mpp, levels, quality=options.quality,
+                description=description, associated=associated or None,
+            )
+        else:
+            vipstiff.write_tiff_from_slide(
+                slide, tmp, source.dimensions, options.block, restored, mpp, compression=options.compression,
+                quality=options.quality, description=description, associated=associated or None,
+            )
         _replace(tmp, out)
         progress.advance(task)
+
+
+def _tiff_writer(from_slide: bool, levels: list[passtiff.JpegTiling] | None) -> str:
+    """How the TIFF outputs were written, for the summary: the input's tiles, libvips, or tifffile."""
+    return "input tiles" if levels else "libvips" if from_slide else "tifffile"
 
 
 def _from_slide(outputs: list[tuple[Path, str]], source: SlideSource, slide: Path, compression: str) -> bool:
@@ -252,6 +265,8 @@ def run(
         provenance = _provenance(options, mpp, slide_path)
         # plain TIFFs only, from a slide libvips decodes as the run's reader does: no working pyramid
         from_slide = _from_slide(checked, source, slide_path, options.compression)
+        # JPEG TIFFs from a JPEG-tiled pyramid: the input's tiles no restored block reaches are copied as they are
+        levels = passtiff.layout(slide_path) if from_slide and options.compression == "jpeg" else None
         timings: dict[str, float] = {}
         with progress_display(options.progress) as progress, \
                 dask_client(options.scheduler, options.workers, options.gpus) as client:
@@ -272,7 +287,8 @@ def run(
             timings["restore_s"] = time.perf_counter() - t
             t = time.perf_counter()
             if from_slide:
-                export_from_slide(checked, work, source, slide_path, options, mpp, provenance, associated, progress)
+                export_from_slide(checked, work, source, slide_path, options, mpp, provenance, associated, progress,
+                                  levels)
             else:
                 build_pyramid(client, work, layout, progress)
                 ngff_metadata.finalize(work.zarr_path, layout, mpp, slide_path.stem, provenance)
@@ -283,7 +299,7 @@ def run(
         report_dir = options.report_dir or default_report_dir(out_paths[0])
         timings["seconds"] = time.perf_counter() - started
         summary = _report(report_dir, blurmap, source, slide_path, mpp,
-                          {**provenance, "tiff_writer": "libvips" if from_slide else "tifffile"}, timings,
+                          {**provenance, "tiff_writer": _tiff_writer(from_slide, levels)}, timings,
                           [str(p) for p in out_paths])
     work.remove()
     return RunResult(outputs=out_paths, report_dir=report_dir, summary=summary, blurmap=blurmap)

@@ -34,7 +34,7 @@ import tifffile
 
 from .tiff import check_tiff_options, compression_options
 
-__all__ = ["RASTER_SUFFIX", "same_level0", "write_raster", "write_tiff_from_slide", "writes"]
+__all__ = ["RASTER_SUFFIX", "level0_with_restored", "same_level0", "write_raster", "write_tiff_from_slide", "writes"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -128,30 +128,11 @@ def _save_options(compression: str, quality: int) -> dict[str, Any]:
     return options
 
 
-def write_tiff_from_slide(
-    slide: str | Path,
-    out_path: str | Path,
-    dimensions: tuple[int, int],
-    block: int,
-    restored: Mapping[tuple[int, int], str | Path],
-    mpp: float,
-    *,
-    compression: str = "jpeg",
-    quality: int = 90,
-    tile: int = 512,
-    description: str | None = None,
-    associated: dict[str, np.ndarray] | None = None,
-) -> None:
-    """Write the slide's level 0, with ``restored`` blocks in place, as a tiled pyramidal BigTIFF.
-
-    ``restored`` maps a block's (y, x) on the ``block`` grid to its raster (:func:`write_raster`), which must be
-    the block's size clipped at the slide's edges. Every other block is the input's pixels. ``description``
-    becomes level 0's ImageDescription; ``associated`` (name -> (h, w, 3) uint8) follows the levels as untiled
-    images named by their ImageDescription, as in :func:`.tiff.write_pyramidal_tiff`. ``out_path`` is written
-    directly; a failed write leaves it partial.
-    """
-    out_path = Path(out_path)
-    check_tiff_options(out_path, compression, quality, tile, mpp)
+def level0_with_restored(
+    slide: str | Path, dimensions: tuple[int, int], block: int, restored: Mapping[tuple[int, int], str | Path]
+) -> pyvips.Image:
+    """The slide's level 0 in libvips with each ``restored`` block (see :func:`write_tiff_from_slide`) in
+    place."""
     width, height = dimensions
     base = _level0(slide)
     if (base.width, base.height) != (width, height):
@@ -176,6 +157,34 @@ def write_tiff_from_slide(
         # the last block is narrower: it sits at the left of a block-wide cell, and the crop trims the rest
         strip = pyvips.Image.arrayjoin(cells, across=len(cells)).crop(0, 0, width, h)
         image = image.insert(strip, 0, y)
+    return image
+
+
+def write_tiff_from_slide(
+    slide: str | Path,
+    out_path: str | Path,
+    dimensions: tuple[int, int],
+    block: int,
+    restored: Mapping[tuple[int, int], str | Path],
+    mpp: float,
+    *,
+    compression: str = "jpeg",
+    quality: int = 90,
+    tile: int = 512,
+    description: str | None = None,
+    associated: dict[str, np.ndarray] | None = None,
+) -> None:
+    """Write the slide's level 0, with ``restored`` blocks in place, as a tiled pyramidal BigTIFF.
+
+    ``restored`` maps a block's (y, x) on the ``block`` grid to its raster (:func:`write_raster`), which must be
+    the block's size clipped at the slide's edges. Every other block is the input's pixels. ``description``
+    becomes level 0's ImageDescription; ``associated`` (name -> (h, w, 3) uint8) follows the levels as untiled
+    images named by their ImageDescription, as in :func:`.tiff.write_pyramidal_tiff`. ``out_path`` is written
+    directly; a failed write leaves it partial.
+    """
+    out_path = Path(out_path)
+    check_tiff_options(out_path, compression, quality, tile, mpp)
+    image = level0_with_restored(slide, dimensions, block, restored)
     # a fresh header: only the pixels' description and the run's own metadata
     image = image.copy(interpretation="srgb", xres=_UM_PER_MM / mpp, yres=_UM_PER_MM / mpp)
     for name in image.get_fields():
