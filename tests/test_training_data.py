@@ -10,7 +10,7 @@ import pytest
 from wsi_deblur import physics
 from wsi_deblur._types import LABELS
 from wsi_deblur.slide import open_slide
-from wsi_deblur.training import cache, data
+from wsi_deblur.training import blurring, cache, data
 
 #: Optics for the restoration tests: a 20x scanner and a thick, partially coherent, aberrated section (PSFs
 #: of random optics take up to seconds each; the classification test covers random optics).
@@ -169,10 +169,10 @@ def test_motion_pairs_under_defocus_keep_the_defocus_in_the_target() -> None:
     target (same random draws), much softer, and equal to the physical model's noiseless defocus of it."""
     srcs = data.sources("train")
     optics = physics.SCANNER_20X
-    psf = data._Psf(optics, 3.0, physics.defocus_psf(optics, 3.0 * optics.dof_um))
+    psf = blurring._Psf(optics, 3.0, physics.defocus_psf(optics, 3.0 * optics.dof_um))
     args = (srcs, 96, optics.mpp, psf, 20.0, 30.0, 95)
-    x_clean, y_clean, p_clean = data._sample(np.random.default_rng(4), *args)
-    x_kept, y_kept, p_kept = data._sample(np.random.default_rng(4), *args, keep_defocus=True)
+    x_clean, y_clean, p_clean = blurring._sample(np.random.default_rng(4), *args)
+    x_kept, y_kept, p_kept = blurring._sample(np.random.default_rng(4), *args, keep_defocus=True)
     assert np.array_equal(x_clean, x_kept)  # the same input either way
     assert p_clean["target_z_dof"] == 0.0 and p_kept["target_z_dof"] == 3.0
     assert _high_frequency(y_kept) < 0.5 * _high_frequency(y_clean)
@@ -185,11 +185,11 @@ def test_valid_convolution_matches_physics_degrade_inside_the_border() -> None:
     rng = np.random.default_rng(1)
     optics = physics.SCANNER_20X
     psf = physics.defocus_psf(optics, 2.0 * optics.dof_um)
-    kernel = data._kernel(psf, 6.0, 30.0)
+    kernel = blurring._kernel(psf, 6.0, 30.0)
     assert kernel is not None
     r = kernel.shape[0] // 2
     padded, _, _ = data.random_crop(rng, data.sources("train"), 40 + 2 * r, optics.mpp)
-    ours = physics.linear_to_srgb(data._valid_convolve(physics.srgb_to_linear(padded), kernel))
+    ours = physics.linear_to_srgb(blurring._valid_convolve(physics.srgb_to_linear(padded), kernel))
     theirs = physics.degrade(padded, optics, 2.0 * optics.dof_um, 6.0, 30.0, noise=False)[r:-r, r:-r]
     assert ours.shape == (40, 40, 3)
     assert int(np.abs(ours.astype(int) - theirs.astype(int)).max()) <= 1
