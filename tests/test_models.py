@@ -367,6 +367,39 @@ def test_a_confidently_sharp_first_crop_settles_the_tile_and_blur_gets_every_cro
 
 
 @shipped
+def test_tiles_blurred_in_part_are_not_settled_on_a_sharp_crop(
+    sample_slides: Path, tiles_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the blurred sample slide, whose blurred regions end inside tiles, settling gives every tissue tile the
+    label that averaging all its crops gives; a tile half sharp, half defocused is not evenly sharp."""
+    from wsi_deblur.methods import dbmid, get_method
+    from wsi_deblur.slide import open_slide
+    from wsi_deblur.tiling import cell_read_box
+    from wsi_deblur.tissue import MASK_SIZE, tissue_cells, tissue_mask
+
+    with open_slide(sample_slides / "CMU-1-blurred.svs") as source:
+        width, height = source.dimensions
+        mpp = float(source.mpp)
+        mask = tissue_mask(source.thumbnail(MASK_SIZE))
+        boxes = [cell_read_box(int(r), int(c), 512, width, height)
+                 for r, c in zip(*np.nonzero(tissue_cells(mask, width, height, 512)), strict=True)]
+        tiles = [source.read(0, b.x, b.y, b.w, b.h) for b in boxes]
+    method = get_method("dbmid")
+    settled = np.stack([method.classify(t[None], mpp)[0] for t in tiles])
+    monkeypatch.setattr(dbmid, "SETTLED_IN_FOCUS", 2.0)  # never settle: every crop runs
+    every_crop = np.stack([method.classify(t[None], mpp)[0] for t in tiles])
+    assert len(tiles) >= 10 and (every_crop.argmax(axis=1) > 0).any()
+    np.testing.assert_array_equal(settled.argmax(axis=1), every_crop.argmax(axis=1))
+
+    sharp = _sharp_crop(tiles_dir, 512)  # tissue throughout
+    half = sharp.copy()
+    half[:, 256:] = physics.blur(sharp, physics.defocus_psf(physics.SCANNER_20X, 2 * physics.SCANNER_20X.dof_um))[
+        :, 256:]
+    assert dbmid._evenly_sharp(dbmid._crops(sharp, 128))
+    assert not dbmid._evenly_sharp(dbmid._crops(half, 128))
+
+
+@shipped
 def test_in_focus_real_slide_raises_no_false_alarm(slides_dir: Path) -> None:
     """Every tissue tile of the in-focus CMU-1 scan (sparse edge tiles included) is called in focus."""
     import openslide
