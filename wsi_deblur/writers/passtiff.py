@@ -34,8 +34,8 @@ import numpy as np
 import pyvips
 import tifffile
 
-from .tiff import check_tiff_options, compression_options
-from .vipstiff import _UM_PER_MM, level0_with_restored
+from .tiff import check_tiff_options
+from .vipstiff import _UM_PER_MM, _pixels, append_associated, level0_with_restored
 
 __all__ = ["JpegTiling", "layout", "write_tiff_passthrough"]
 
@@ -174,11 +174,6 @@ def layout(slide: str | Path) -> list[JpegTiling] | None:
     return levels
 
 
-def _pixels(image: pyvips.Image) -> np.ndarray:
-    return np.ndarray(buffer=image.write_to_memory(), dtype=np.uint8, shape=(image.height, image.width,
-                                                                             image.bands))
-
-
 def _mean(pixels: np.ndarray, factor: int) -> np.ndarray:
     """Rounded means over ``factor`` x ``factor`` blocks (a partial block at the edge: of its own pixels)."""
     if factor == 1:
@@ -287,10 +282,6 @@ def write_tiff_passthrough(
                 resolutionunit="CENTIMETER", subfiletype=0 if f == 1 else 1, metadata=None,
                 description=description if f == 1 else None, **level.tile_options(),
             )
-    if associated:
-        options = compression_options("jpeg", quality)
-        with tifffile.TiffWriter(out_path, append=True) as tif:
-            for name, pixels in associated.items():
-                tif.write(pixels, photometric="rgb", description=name, metadata=None, subfiletype=0, **options)
+    append_associated(out_path, associated, "jpeg", quality)
     LOGGER.debug("wrote %s with the input's tiles (%d encoded)", out_path, counts["encoded"])
     return counts["encoded"]

@@ -34,7 +34,10 @@ import tifffile
 
 from .tiff import check_tiff_options, compression_options
 
-__all__ = ["RASTER_SUFFIX", "level0_with_restored", "same_level0", "write_raster", "write_tiff_from_slide", "writes"]
+__all__ = [
+    "RASTER_SUFFIX", "append_associated", "level0_with_restored", "same_level0", "write_raster",
+    "write_tiff_from_slide", "writes",
+]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -160,6 +163,19 @@ def level0_with_restored(
     return image
 
 
+def append_associated(
+    out_path: str | Path, associated: dict[str, np.ndarray] | None, compression: str, quality: int
+) -> None:
+    """Append ``associated`` images (name -> (h, w, 3) uint8) after the levels of ``out_path`` as untiled images
+    named by their ImageDescription, as in :func:`.tiff.write_pyramidal_tiff`."""
+    if not associated:
+        return
+    options = compression_options(compression, quality)
+    with tifffile.TiffWriter(out_path, append=True) as tif:
+        for name, pixels in associated.items():
+            tif.write(pixels, photometric="rgb", description=name, metadata=None, subfiletype=0, **options)
+
+
 def write_tiff_from_slide(
     slide: str | Path,
     out_path: str | Path,
@@ -196,9 +212,5 @@ def write_tiff_from_slide(
         os.fspath(out_path), tile=True, tile_width=tile, tile_height=tile, pyramid=True, bigtiff=True,
         resunit="cm", **_save_options(compression, quality),
     )
-    if associated:
-        options = compression_options(compression, quality)
-        with tifffile.TiffWriter(out_path, append=True) as tif:
-            for name, pixels in associated.items():
-                tif.write(pixels, photometric="rgb", description=name, metadata=None, subfiletype=0, **options)
+    append_associated(out_path, associated, compression, quality)
     LOGGER.debug("wrote %s through libvips (%d restored blocks, %s)", out_path, len(restored), compression)
