@@ -192,7 +192,9 @@ def _tissue_pixels(tile: np.ndarray) -> np.ndarray:
 
 def _sharpness(crop: np.ndarray) -> float:
     """Mean squared Laplacian of the grey crop over its variance: high-frequency energy, whatever the contrast."""
-    g = crop.astype(np.float32).mean(axis=2)
+    # the channel planes summed, then divided: the same float32 values as a mean over the last axis, which costs
+    # four times as much (this runs on every crop of every in-focus tile a slide classifies)
+    g = (crop[..., 0].astype(np.float32) + crop[..., 1] + crop[..., 2]) / np.float32(3.0)
     lap = 4.0 * g[1:-1, 1:-1] - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:]
     return float(np.mean(lap * lap) / (g.var() + 1.0))
 
