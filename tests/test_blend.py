@@ -26,7 +26,7 @@ class UnsharpMethod:
     def classify(self, tiles: np.ndarray, mpp: float) -> np.ndarray:
         raise NotImplementedError
 
-    def restore(self, image: np.ndarray, steps: tuple[str, ...], mpp: float) -> np.ndarray:
+    def restore(self, image: np.ndarray, steps: tuple[str, ...], mpp: float, margin: int = 0) -> np.ndarray:
         x = image.astype(np.float32)
         amount = {"defocus": 1.5, "motion": 0.8}
         for step in steps:
@@ -165,7 +165,7 @@ class CountingMethod(UnsharpMethod):
     def __init__(self) -> None:
         self.pixels = 0
 
-    def restore(self, image: np.ndarray, steps: tuple[str, ...], mpp: float) -> np.ndarray:
+    def restore(self, image: np.ndarray, steps: tuple[str, ...], mpp: float, margin: int = 0) -> np.ndarray:
         self.pixels += image.shape[0] * image.shape[1]
         return super().restore(image, steps, mpp)
 

@@ -140,9 +140,12 @@ def test_a_restorer_with_a_wiener_prestep_trains_on_and_refines_the_classical_es
     np.testing.assert_array_equal(with_step.restore(image, ("motion",), 0.5),
                                   without.restore(prestep(image, "motion", 0.5), ("motion",), 0.5))
     assert with_step.halo(0.5) == without.halo(0.5) + _step_reach()["motion"]
-    # per route: the prestep's reach only where the route's first network has one
-    assert with_step.halo(0.5, ("motion",)) == with_step.halo(0.5, ("motion", "defocus")) == with_step.halo(0.5)
-    assert with_step.halo(0.5, ("defocus",)) == without.halo(0.5, ("defocus",)) == without.halo(0.5)
+    # per route: the prestep's reach only where the route's first network has one, and each network's field
+    radius = without.halo(0.5, ("motion",))
+    mixed = with_step.halo(0.5, ("motion", "defocus"))
+    assert with_step.halo(0.5, ("motion",)) + radius == mixed == with_step.halo(0.5)
+    assert with_step.halo(0.5, ("defocus",)) == without.halo(0.5, ("defocus",)) == radius
+    assert without.halo(0.5) == 2 * radius
     # only a route's first step has its prestep: after DL_motion, the defocus network takes the output as it is
     second = DBMIDMethod(restorers={"defocus": str(folder), "motion": str(blind)}, precision="float32")
     np.testing.assert_array_equal(second.restore(image, ("motion", "defocus"), 0.5),
@@ -275,6 +278,31 @@ def test_restore_image_raises_ssim_on_a_defocused_example(tiles_dir: Path) -> No
     assert after > before + 0.05, (before, after)
     sharp_out = restore_image(sharp, mpp=optics.mpp, method="dbmid")
     np.testing.assert_array_equal(sharp_out, sharp)
+
+
+@shipped
+@pytest.mark.parametrize("steps", [("defocus",), ("motion", "defocus")])
+def test_networks_skip_the_margin_the_caller_discards(tiles_dir: Path, steps: tuple[str, ...]) -> None:
+    """With ``margin`` the networks run on the region less all but their receptive field; what the caller keeps
+    (the region less its halo) is what a run over the whole region gives, and the skipped border is the
+    prestep's output."""
+    from wsi_deblur.methods import get_method
+    from wsi_deblur.methods.dbmid import prestep
+
+    sharp = _sharp_crop(tiles_dir, 640)
+    optics = physics.SCANNER_20X
+    blurred = physics.degrade(sharp, optics, 2.0 * optics.dof_um, 10.0 if len(steps) > 1 else 0.0, 30.0,
+                              rng=np.random.default_rng(5), jpeg_quality=90)
+    method = get_method("dbmid", "float32")
+    halo = method.halo(optics.mpp, steps)
+    whole = method.restore(blurred, steps, optics.mpp)
+    part = method.restore(blurred, steps, optics.mpp, margin=halo)
+    kept = (slice(halo, -halo), slice(halo, -halo))
+    difference = np.abs(whole[kept].astype(int) - part[kept].astype(int))
+    assert difference.max() <= 1 and np.mean(difference > 0) < 1e-3, (difference.max(), np.mean(difference > 0))
+    estimate = prestep(blurred, steps[0], optics.mpp)
+    np.testing.assert_array_equal(part[:8], estimate[:8])
+    assert not np.array_equal(part[halo - 8 : halo], estimate[halo - 8 : halo])  # the networks reach into it
 
 
 @shipped

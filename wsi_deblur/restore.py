@@ -54,7 +54,7 @@ def restore_box(
         full = original.copy()
         halo = round_up(int(method.halo(mpp, ACTION_STEPS[code])), align)
         for region, target in _regions(weight > 0, box, align, halo):
-            out = method.restore(read_padded(read, region, width, height), ACTION_STEPS[code], mpp)
+            out = method.restore(read_padded(read, region, width, height), ACTION_STEPS[code], mpp, margin=halo)
             full[target.slices_in(box)] = out[target.slices_in(region)]
         restored[code] = full
     return blend(original, restored, weights), label, True

@@ -30,6 +30,7 @@ class Method(Protocol):
         """Class probabilities for a batch of RGB uint8 tiles (N, H, W, 3) -> float32 (N, 4) in LABELS order."""
         ...
 
-    def restore(self, image: np.ndarray, steps: tuple[str, ...], mpp: float) -> np.ndarray:
-        """Apply restoration ``steps`` (e.g. ("motion", "defocus")) to an RGB uint8 image; same shape/dtype."""
+    def restore(self, image: np.ndarray, steps: tuple[str, ...], mpp: float, margin: int = 0) -> np.ndarray:
+        """Apply restoration ``steps`` (e.g. ("motion", "defocus")) to an RGB uint8 image; same shape/dtype.
+        ``margin``: pixels along each border that the caller discards (a method may leave them unrestored)."""
         ...

@@ -86,8 +86,9 @@ class ClassicalMethod:
         feats = np.stack([spectral_features(t, mpp) for t in tiles])
         return _softmax_probabilities(feats)
 
-    def restore(self, image: np.ndarray, steps: tuple[str, ...], mpp: float) -> np.ndarray:
+    def restore(self, image: np.ndarray, steps: tuple[str, ...], mpp: float, margin: int = 0) -> np.ndarray:
         """Deconvolve ``image`` (RGB uint8) for each step in order ("motion", "defocus"); same shape, uint8.
+        ``margin`` is not used: every pixel needs the Wiener filter's reach, and one FFT covers the whole image.
 
         Each step estimates its PSF on the central part of the current image, then applies the Wiener filter
         in linear light. No steps: the image comes back unchanged (a copy).

@@ -9,6 +9,7 @@ ratio define the Wiener filter.
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,7 +66,7 @@ def _otf(psf: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     pad = np.zeros(shape, dtype=np.float64)
     pad[:k, :k] = psf
     pad = np.roll(pad, (-r, -r), axis=(0, 1))
-    return sfft.rfft2(pad, workers=1)
+    return sfft.rfft2(pad, workers=fft_threads())
 
 
 #: Polar bins the spectrum is fitted on: ring edges in FFT bins of a 128-px block (integer radii, about
@@ -225,6 +226,16 @@ def _radius_grid(shape: tuple[int, int]) -> np.ndarray:
     return np.hypot(fy, fx)
 
 
+def fft_threads() -> int:
+    """Threads for the FFTs of a whole region (:func:`_wiener`): ``OMP_NUM_THREADS`` where set (Dask workers of
+    the local cluster have 1, as they share the cores between them), else every core of this process. The
+    transforms are split by rows and columns, so the result does not depend on the count."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def _wiener(lin: np.ndarray, psf: np.ndarray, fit: _Fit, pad: int) -> np.ndarray:
     """Wiener deconvolution of a linear-light (H, W, 3) image by ``psf`` with the fitted noise-to-signal ratio
 
@@ -243,8 +254,10 @@ def _wiener(lin: np.ndarray, psf: np.ndarray, fit: _Fit, pad: int) -> np.ndarray
     nsr = np.maximum(np.nan_to_num(nsr, posinf=0.0), _NSR_FLOOR)
     nsr[0, 0] = 0.0
     gain = (np.conj(otf) / (np.abs(otf) ** 2 + nsr)).astype(np.complex64)
-    spec = sfft.rfft2(padded.astype(np.float32), s=shape, axes=(0, 1), workers=1)
-    out = sfft.irfft2(spec * gain[:, :, None], s=shape, axes=(0, 1), workers=1)
+    threads = fft_threads()
+    spec = sfft.rfft2(padded.astype(np.float32, copy=False), s=shape, axes=(0, 1), workers=threads)
+    spec *= gain[:, :, None]
+    out = sfft.irfft2(spec, s=shape, axes=(0, 1), workers=threads)
     return np.asarray(out[pad : pad + h, pad : pad + w], dtype=np.float32)
 
 

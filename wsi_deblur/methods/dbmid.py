@@ -87,15 +87,22 @@ class DBMIDMethod:
         return float(np.clip(mpp, lo, hi))
 
     def halo(self, mpp: float, steps: tuple[str, ...] | None = None) -> int:
-        """The networks' receptive field in the slide's pixels (larger when tiles are shrunk to run), plus the
-        reach of the Wiener prestep where the route's first restorer has one (its filter for the largest PSF it
-        fits). ``steps``: the route; None gives the widest over every route."""
-        scale = max(self._working_mpp(mpp, c) / mpp for c in self._restorer_configs.values())
+        """Context each side for the route ``steps`` (None: the widest route): the receptive field of each of its
+        networks in the slide's pixels (larger when tiles are shrunk to run; mixed blur runs two in turn), plus
+        the reach of the Wiener prestep where the route's first restorer has one (its filter for the largest PSF
+        it fits)."""
         if steps is None:
+            networks = 2
             reach = max(self._prestep_reach.values(), default=0)
         else:
+            networks = len(steps)
             reach = self._prestep_reach[steps[0]] if steps else 0
-        return int(np.ceil(self._radius * scale)) + reach
+        return networks * self._network_radius(mpp) + reach
+
+    def _network_radius(self, mpp: float) -> int:
+        """The widest restorer's receptive radius in the slide's pixels at ``mpp``."""
+        scale = max(self._working_mpp(mpp, c) / mpp for c in self._restorer_configs.values())
+        return int(np.ceil(self._radius * scale))
 
     def classify(self, tiles: np.ndarray, mpp: float) -> np.ndarray:
         """Class probabilities (N, 4) of ``tiles``: the classifier runs on each tile's crop with the most tissue
@@ -130,14 +137,30 @@ class DBMIDMethod:
         probs = np.asarray(self.classifier.network.predict_on_batch([x, log_mpp]), dtype=np.float64)
         return np.log(np.clip(probs, 1e-7, 1.0))
 
-    def restore(self, image: np.ndarray, steps: tuple[str, ...], mpp: float) -> np.ndarray:
+    def restore(self, image: np.ndarray, steps: tuple[str, ...], mpp: float, margin: int = 0) -> np.ndarray:
+        """Run the route ``steps`` over ``image``: the first network's Wiener prestep where it has one, then the
+        networks in turn.
+
+        ``margin``: pixels along each border whose output the caller discards (its context, at most the route's
+        :meth:`halo`). The prestep still sees all of them, but the networks skip all but their receptive field
+        (a multiple of :attr:`align`, so that the stride-2 grid stays where it was); the skipped border comes
+        back as the prestep's output (or the input). For scattered 512 px tiles this skips over half of the
+        network's pixels.
+        """
         out = np.asarray(image)
-        for i, step in enumerate(steps):
-            model = self.restorer(step)
-            if model.config.prestep and i == 0:
-                out = prestep(out, step, mpp)
-            out = self._run(model, out, mpp)
-        return out
+        if steps and self.restorer(steps[0]).config.prestep:
+            out = prestep(out, steps[0], mpp)
+        h, w = out.shape[:2]
+        skip = max(0, int(margin) - len(steps) * self._network_radius(mpp)) // self.align * self.align
+        skip = min(skip, (min(h, w) - 1) // 2 // self.align * self.align)
+        inner = out[skip : h - skip, skip : w - skip]
+        for step in steps:
+            inner = self._run(self.restorer(step), inner, mpp)
+        if not skip:
+            return inner
+        result = out.copy()
+        result[skip : h - skip, skip : w - skip] = inner
+        return result
 
     def _run(self, model: LoadedModel, image: np.ndarray, mpp: float) -> np.ndarray:
         working = self._working_mpp(mpp, model.config)
@@ -221,17 +244,19 @@ def _crops(tile: np.ndarray, size: int) -> list[np.ndarray]:
     ys = sorted({*range(0, h - size + 1, step), h - size})
     xs = sorted({*range(0, w - size + 1, step), w - size})
     # tissue counted on every other pixel and row: placement needs the amount of tissue, not its last pixel
-    counts = np.pad(_tissue_pixels(tile[::2, ::2]).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    mask = _tissue_pixels(tile[::2, ::2])
+    counts = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int32)
+    np.cumsum(mask, axis=0, dtype=np.int32, out=counts[1:, 1:])
+    np.cumsum(counts[1:, 1:], axis=1, out=counts[1:, 1:])
     a, b = np.asarray(ys) // 2, np.asarray(xs) // 2
     c = size // 2
     window = (counts[a[:, None] + c, b[None, :] + c] - counts[a[:, None], b[None, :] + c]
               - counts[a[:, None] + c, b[None, :]] + counts[a[:, None], b[None, :]])
-    scored = sorted(
-        ((int(window[i, j]), y, x) for i, y in enumerate(ys) for j, x in enumerate(xs)),
-        key=lambda item: (-item[0], item[1], item[2]),
-    )
+    # most tissue first, then top to bottom, then left to right
+    y_at, x_at = np.meshgrid(np.asarray(ys), np.asarray(xs), indexing="ij")
+    order = np.lexsort((x_at.ravel(), y_at.ravel(), -window.ravel()))
     chosen: list[tuple[int, int]] = []
-    for _, y, x in scored:
+    for y, x in zip(y_at.ravel()[order].tolist(), x_at.ravel()[order].tolist(), strict=True):
         if all(abs(y - cy) >= size // 2 or abs(x - cx) >= size // 2 for cy, cx in chosen):
             chosen.append((y, x))
             if len(chosen) == MAX_CROPS:
