@@ -2,8 +2,9 @@
 
 The classifier looks at up to four crops of each tile at the slide's native resolution (with the pixel size as
 an input) and averages their log-probabilities; a tile whose crop with the most tissue is confidently in focus
-is settled on that crop alone. Each restoration step runs its network over the whole region
-handed in (already aligned and padded by the pipeline); mixed blur gets DL_motion, then DL_defocus.
+is settled on that crop alone. Each restoration step runs its network over the region handed in (already
+aligned and padded by the pipeline), less the border the caller discards beyond the network's receptive field;
+mixed blur gets DL_motion, then DL_defocus.
 
 A restorer whose config names a ``prestep`` ("wiener") was trained to refine the classical method's blind Wiener
 estimate of its own kind: that step runs first, at the slide's pixel size, and the network refines its output.
