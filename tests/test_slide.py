@@ -414,13 +414,22 @@ def test_tiffslide_refuses_dicom(slides_dir: Path) -> None:
     assert "openslide" in _assert_slide_error(excinfo, path)
 
 
-def test_direct_level0_reads_give_openslides_pixels(slides_dir: Path, sample_slides: Path) -> None:
+def test_direct_level0_reads_give_openslides_pixels(slides_dir: Path, sample_slides: Path, tmp_path: Path) -> None:
     """Level 0 of a JPEG-tiled Aperio or generic TIFF is decoded directly, bit for bit what OpenSlide gives
     (regions across tile borders and the slide's edges too); JPEG 2000 SVS and other formats stay with
     OpenSlide."""
-    from wsi_deblur.slide import _OpenSlideSource
+    import pyvips
 
-    for path in (slides_dir / "CMU-1-Small-Region.svs", sample_slides / "CMU-1-blurred.svs"):
+    from wsi_deblur.slide import _OpenSlideSource
+    from wsi_deblur.slide_tiles import JpegLevel0
+
+    # a libvips pyramid (generic TIFF, YCbCr JPEG in 256 px tiles) whose edges cut its tiles
+    generic = tmp_path / "generic.tif"
+    with open_slide(slides_dir / "CMU-1-Small-Region.svs") as small:
+        rgb = np.ascontiguousarray(small.read(0, 0, 0, 1500, 1100))
+    pyvips.Image.new_from_array(rgb).tiffsave(str(generic), tile=True, tile_width=256, tile_height=256,
+                                              pyramid=True, compression="jpeg", Q=90)
+    for path in (slides_dir / "CMU-1-Small-Region.svs", sample_slides / "CMU-1-blurred.svs", generic):
         fast = open_slide(path)
         assert fast.reader == "openslide" and fast._direct is not None
         plain = _OpenSlideSource(str(path), None)
@@ -437,3 +446,9 @@ def test_direct_level0_reads_give_openslides_pixels(slides_dir: Path, sample_sli
         plain.close()
     assert open_slide(slides_dir / "TCGA-CR-7395-01A-01-TS1.svs")._direct is None  # JPEG 2000 tiles
     assert open_slide(slides_dir / "boxes.tiff")._direct is None  # not JPEG
+    with pytest.raises(ValueError, match="not tiled JPEG"):
+        JpegLevel0(str(slides_dir / "boxes.tiff"))
+    reader = JpegLevel0(str(generic))
+    with pytest.raises(ValueError, match="not inside"):
+        reader.read(1400, 0, 200, 10)
+    reader.close()
