@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import imaging, optics, physics
 from ..models.config import PRESTEPS
-from . import data, sources
+from . import blurring, data, sources
 from .sources import SPLITS
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,8 @@ def _recipe_hash() -> str:
     """Hash of the modules that make the pairs (synthesis, sources, blur physics): cached pairs are rebuilt when any
     of them changes."""
     h = hashlib.sha256()
-    for module in (data.__file__, sources.__file__, physics.__file__, optics.__file__, imaging.__file__):
+    for module in (data.__file__, blurring.__file__, sources.__file__, physics.__file__, optics.__file__,
+                   imaging.__file__):
         h.update(Path(module).read_bytes())
     return h.hexdigest()[:10]
 
