@@ -14,6 +14,20 @@ from typing import Any
 import numpy as np
 
 
+def read_segment(fh: Any, page: Any, index: int) -> bytes:
+    """The stored bytes of tile ``index`` of a tifffile ``page`` through the file handle ``fh``."""
+    fh.seek(int(page.dataoffsets[index]))
+    return bytes(fh.read(int(page.databytecounts[index])))
+
+
+def decode_segment(page: Any, data: bytes, index: int) -> np.ndarray:
+    """Tile ``index`` of ``page`` decoded from its bytes by tifffile's own rules (JPEG tables, colour space):
+    (tile height, tile width, samples), edge tiles at full size."""
+    tile, _, _ = page.decode(data, index, jpegtables=page.jpegtables)
+    th, tw = page.tile or (0, 0)
+    return np.asarray(tile).reshape(th, tw, -1)
+
+
 class JpegLevel0:
     """Reader of the first image of a tiled, JPEG-compressed, chunky TIFF; raises ValueError for any other."""
 
@@ -34,13 +48,10 @@ class JpegLevel0:
             self._tif.close()
             raise
         self._page = page
-        self._offsets = np.asarray(page.dataoffsets, dtype=np.int64)
-        self._counts = counts.astype(np.int64)
         self.width, self.height = int(page.imagewidth), int(page.imagelength)
         self.samples = int(page.samplesperpixel)
         self._tile = (int(page.tilelength), int(page.tilewidth))
         self._across = -(-self.width // self._tile[1])
-        self._tables = page.jpegtables
         self._lock = threading.Lock()  # one file handle: the seek and the read go together
 
     def read(self, x: int, y: int, width: int, height: int) -> np.ndarray:
@@ -55,12 +66,11 @@ class JpegLevel0:
             for col in range(x // tw, (x + width - 1) // tw + 1):
                 index = row * self._across + col
                 with self._lock:
-                    fh.seek(int(self._offsets[index]))
-                    data = fh.read(int(self._counts[index]))
-                tile = self._page.decode(data, index, jpegtables=self._tables)[0][0]
+                    data = read_segment(fh, self._page, index)
+                tile = decode_segment(self._page, data, index)
                 # the part of the tile inside the rectangle (edge tiles are stored whole, padded)
                 y0, x0 = max(y, row * th), max(x, col * tw)
-                y1, x1 = min(y + height, row * th + tile.shape[0]), min(x + width, col * tw + tile.shape[1])
+                y1, x1 = min(y + height, (row + 1) * th), min(x + width, (col + 1) * tw)
                 out[y0 - y : y1 - y, x0 - x : x1 - x] = tile[y0 - row * th : y1 - row * th,
                                                              x0 - col * tw : x1 - col * tw]
         return out

@@ -34,6 +34,7 @@ import numpy as np
 import pyvips
 import tifffile
 
+from ..slide_tiles import decode_segment, read_segment
 from .tiff import check_tiff_options
 from .vipstiff import _UM_PER_MM, _pixels, append_associated, level0_with_restored
 
@@ -100,18 +101,6 @@ def _page(tif: tifffile.TiffFile, index: int) -> tifffile.TiffPage:
     return page
 
 
-def _read_segment(tif: tifffile.TiffFile, page: tifffile.TiffPage, index: int) -> bytes:
-    fh = tif.filehandle
-    fh.seek(page.dataoffsets[index])
-    return bytes(fh.read(page.databytecounts[index]))
-
-
-def _decode(page: tifffile.TiffPage, data: bytes, index: int) -> np.ndarray:
-    tile, _, _ = page.decode(data, index, jpegtables=page.jpegtables)
-    th, tw = page.tile or (0, 0)
-    return np.asarray(tile).reshape(th, tw, -1)
-
-
 def _level(tif: tifffile.TiffFile, index: int, base: tuple[int, int] | None) -> JpegTiling | None:
     """The tiling of page ``index`` (level 0 when ``base`` is None, else a reduced level of a level 0 of shape
     ``base``) when it qualifies (see the module docstring), round trip included; else None."""
@@ -136,10 +125,10 @@ def _level(tif: tifffile.TiffFile, index: int, base: tuple[int, int] | None) -> 
             return None
     tiling = JpegTiling(index, downsample, (height, width), (int(tile[0]), int(tile[1])),
                         int(page.photometric), subsampling, page.jpegtables)
-    original = _decode(page, _read_segment(tif, page, 0), 0)
+    original = decode_segment(page, read_segment(tif.filehandle, page, 0), 0)
     if original.shape[2] != 3:
         return None
-    again = _decode(page, tiling.encode(original, 95), 0)
+    again = decode_segment(page, tiling.encode(original, 95), 0)
     difference = np.abs(again.astype(np.int16) - original.astype(np.int16))
     if difference.mean() > PROBE_MEAN_ERROR or difference.max() > PROBE_MAX_ERROR:
         LOGGER.debug("%s: page %d: round trip error %.2f mean, %d max", tif.filehandle.name, index,
@@ -199,7 +188,7 @@ def _segments(
     across = -(-width // tw)
     for index in range(len(page.dataoffsets)):
         y, x = (index // across) * th, (index % across) * tw
-        raw = _read_segment(tif, page, index)
+        raw = read_segment(tif.filehandle, page, index)
         reaching = blocks.reaching(y * f, x * f, (y + th) * f, (x + tw) * f)
         if not reaching:
             yield raw
@@ -207,11 +196,11 @@ def _segments(
         h, w = min(th, height - y), min(tw, width - x)
         if f == 1:
             pixels = _pixels(composed.crop(x, y, w, h))
-            if np.array_equal(pixels, _decode(page, raw, index)[:h, :w]):
+            if np.array_equal(pixels, decode_segment(page, raw, index)[:h, :w]):
                 yield raw  # inside a restored block, but not a restored pixel
                 continue
         else:
-            pixels = _decode(page, raw, index)[:h, :w].copy()
+            pixels = decode_segment(page, raw, index)[:h, :w].copy()
             for by, bx in reaching:
                 reduced = blocks.reduced(by, bx, f)
                 # the block's footprint on this level (blocks are multiples of the downsample up to its size)
