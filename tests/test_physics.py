@@ -18,6 +18,7 @@ from skimage.filters import laplace
 from wsi_deblur import physics
 from wsi_deblur.physics import (
     PAPER_10X,
+    RANDOM_ZERNIKE_SD,
     SCANNER_20X,
     SCANNER_40X,
     BlurSpec,
@@ -323,6 +324,10 @@ def test_random_optics_family() -> None:
     assert all(
         0.0 <= o.thickness_um <= 10.0 and 0.5 <= o.sigma <= 1.0 and len(o.zernike) == 7 for o in family
     )
+    # From aberration-free (well-corrected) objectives to 1.5 times the typical aberrations.
+    rms = np.array([np.sqrt(np.mean(np.square(o.zernike))) for o in family])
+    typical = np.sqrt(np.mean(np.square(RANDOM_ZERNIKE_SD)))
+    assert (rms < 0.1 * typical).sum() >= 5 and (rms > typical).sum() >= 30
     # The family holds the three reference systems' neighbourhoods.
     for ref in (PAPER_10X, SCANNER_20X, SCANNER_40X):
         assert np.any((np.abs(nas - ref.na) < 0.05) & (np.abs(mpps - ref.mpp) < 0.05))

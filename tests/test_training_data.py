@@ -210,7 +210,20 @@ def test_classification_set_is_balanced_and_labelled_by_the_class_definitions() 
     assert any(p["motion_px"] > 0.5 for p in focus)  # in focus includes a little motion
     far = [p for p in params if p["label"] in ("defocus", "mixed")]
     assert all(1.0 <= abs(p["z_dof"]) <= 4.0 for p in far)
+    moving = [p for p in params if p["label"] in ("motion", "mixed")]
+    assert all(5.0 <= p["motion_px"] <= 40.0 for p in moving)
     assert any(p["z_dof"] < 0 for p in far) and any(p["z_dof"] > 0 for p in far)
+
+
+def test_log_uniform_draws_weigh_each_octave_alike() -> None:
+    rng = np.random.default_rng(0)
+    draws = np.array([blurring._log_uniform(rng, (5.0, 40.0)) for _ in range(3000)])
+    assert draws.min() >= 5.0 and draws.max() <= 40.0
+    # three octaves, a third each (uniform draws would put 1/7 in the first)
+    counts = np.histogram(draws, bins=[5.0, 10.0, 20.0, 40.0])[0] / len(draws)
+    np.testing.assert_allclose(counts, 1 / 3, atol=0.03)
+    with pytest.raises(ValueError, match="positive"):
+        blurring._log_uniform(rng, (0.0, 4.0))
 
 
 def test_evaluation_grid_covers_the_design_grid() -> None:

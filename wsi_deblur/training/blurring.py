@@ -61,16 +61,26 @@ def _psf_pool(
     finest_mpp: float,
     z_range: tuple[float, float],
     choices: Sequence[physics.Optics] | None,
+    log: bool = False,
 ) -> list[_Psf]:
-    """``count`` defocus PSFs at random optics, |z| uniform in ``z_range`` DOF, signs alternating (from a
-    random first one) so both sides of focus are in every pool of two or more."""
+    """``count`` defocus PSFs at random optics, |z| uniform (``log``: log-uniform) in ``z_range`` DOF, signs
+    alternating (from a random first one) so both sides of focus are in every pool of two or more."""
     pool = []
     first = 1.0 if rng.random() < 0.5 else -1.0
     for i in range(count):
         optics = _draw_optics(rng, finest_mpp, choices)
-        z = float(rng.uniform(*z_range)) * (first if i % 2 == 0 else -first)
+        size = _log_uniform(rng, z_range) if log else float(rng.uniform(*z_range))
+        z = size * (first if i % 2 == 0 else -first)
         pool.append(_Psf(optics, z, physics.defocus_psf(optics, z * optics.dof_um)))
     return pool
+
+
+def _log_uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
+    """A number log-uniform in ``bounds`` (both positive): as many draws in [a, 2a] as in [2a, 4a]."""
+    lo, hi = bounds
+    if not 0.0 < lo <= hi:
+        raise ValueError(f"_log_uniform: bounds must be positive and ordered, got {bounds}")
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
 
 def _check_optics(choices: Sequence[physics.Optics] | None, finest_mpp: float, who: str) -> None:

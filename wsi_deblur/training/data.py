@@ -20,7 +20,16 @@ import numpy as np
 
 from .. import physics
 from .._types import LABELS
-from .blurring import _check_optics, _draw_optics, _finest_mpp, _pool_size, _Psf, _psf_pool, _sample
+from .blurring import (
+    _check_optics,
+    _draw_optics,
+    _finest_mpp,
+    _log_uniform,
+    _pool_size,
+    _Psf,
+    _psf_pool,
+    _sample,
+)
 from .sources import (
     CATALOGUE,
     EXCLUDED,
@@ -82,6 +91,11 @@ UNDER_DEFOCUS_Z_DOF = (physics.DEFOCUS_MIN_Z_DOF, 4.5)
 UNDER_DEFOCUS_STILL_FRACTION = 0.3
 #: JPEG qualities of the classification tiles (DESIGN.md's evaluation range).
 CLASSIFY_JPEG = (80, 95)
+#: Defocus |z| in DOF and motion in px of the blurred classification tiles, both drawn log-uniformly (blur acts
+#: on a log scale): the mildest blur of each class, where it is hardest to tell from in focus, gets three
+#: tiles in ten of its class (uniform draws gave it one in six, and a 5 px motion at 20x went unseen).
+CLASSIFY_Z_DOF = (physics.DEFOCUS_MIN_Z_DOF, 4.0)
+CLASSIFY_MOTION_PX = (physics.MOTION_MIN_PX, 40.0)
 #: Fraction of in-focus classification tiles taken as they are (noise and JPEG only): the sources are real
 #: in-focus scans, the rest of the class goes through the optics at |z| <= DOF/2 and motion <= 2 px.
 AS_SCANNED_FRACTION = 0.25
@@ -153,7 +167,7 @@ def restoration_pairs(
                 motion = float(rng.uniform(0.0, RESIDUAL_MOTION_PX))
                 angle = float(rng.uniform(0.0, 180.0))
         else:
-            motion = float(np.exp(rng.uniform(*np.log(RESTORE_MOTION_PX))))
+            motion = _log_uniform(rng, RESTORE_MOTION_PX)
             angle = float(rng.uniform(0.0, 180.0))
             u = rng.random()
             if far and u < UNDER_DEFOCUS_FRACTION:
@@ -183,8 +197,9 @@ def classification_set(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
     """``n`` tiles balanced over :data:`LABELS`: (tiles uint8 (n, size, size, 3), label indices (n,), mpp
     float32 (n,), parameters). Blurs come from :func:`physics.sample_spec` (never from the bands between
-    classes): in-focus and motion tiles have |z| <= DOF/2, defocus and mixed |z| 1-4 DOF at random optics;
-    in-focus and defocus tiles move <= 2 px, motion and mixed 5-40 px, at any angle. A quarter of the in-focus
+    classes): in-focus and motion tiles have |z| <= DOF/2, defocus and mixed |z| 1-4 DOF (log-uniform,
+    :data:`CLASSIFY_Z_DOF`) at random optics; in-focus and defocus tiles move <= 2 px, motion and mixed 5-40 px
+    (log-uniform, :data:`CLASSIFY_MOTION_PX`), at any angle. A quarter of the in-focus
     tiles are the sources as scanned. Camera noise and JPEG 80-95 on all. ``n_psfs`` and ``optics`` as in
     :func:`restoration_pairs`. Deterministic for a seed."""
     if n < 1 or size < 8:
@@ -199,9 +214,8 @@ def classification_set(
     total = _pool_size(n, n_psfs)
     n_far = min(far, max(1, round(total * far / n))) if far else 0
     n_near = min(n - far, max(1, total - n_far)) if n > far else 0
-    z_far = (physics.DEFOCUS_MIN_Z_DOF, 4.0)  # sample_spec's default range
     pools = {
-        "far": _psf_pool(rng, n_far, finest, z_far, optics),
+        "far": _psf_pool(rng, n_far, finest, CLASSIFY_Z_DOF, optics, log=True),
         "near": _psf_pool(rng, n_near, finest, (0.0, physics.IN_FOCUS_MAX_Z_DOF), optics),
     }
     tiles = np.empty((n, size, size, 3), dtype=np.uint8)
@@ -218,6 +232,8 @@ def classification_set(
             # the spec's z is replaced by a pool PSF's, drawn from the same range; the label stays the same
             pool = pools["far" if abs(spec.z_dof) >= physics.DEFOCUS_MIN_Z_DOF else "near"]
             psf, motion = pool[int(rng.integers(len(pool)))], spec.motion_px
+            if motion >= physics.MOTION_MIN_PX:
+                motion = _log_uniform(rng, CLASSIFY_MOTION_PX)
             mpp = psf.optics.mpp
         tile, _, p = _sample(rng, srcs, size, mpp, psf, motion, spec.motion_angle, jpeg)
         if p["label"] != label:
