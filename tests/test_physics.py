@@ -328,6 +328,8 @@ def test_random_optics_family() -> None:
     rms = np.array([np.sqrt(np.mean(np.square(o.zernike))) for o in family])
     typical = np.sqrt(np.mean(np.square(RANDOM_ZERNIKE_SD)))
     assert (rms < 0.1 * typical).sum() >= 5 and (rms > typical).sum() >= 30
+    # a quarter aberration-free, a quarter with the condenser fully open (how the named systems are modelled)
+    assert 50 <= (rms == 0.0).sum() <= 100 and 50 <= sum(o.sigma == 1.0 for o in family) <= 100
     # The family holds the three reference systems' neighbourhoods.
     for ref in (PAPER_10X, SCANNER_20X, SCANNER_40X):
         assert np.any((np.abs(nas - ref.na) < 0.05) & (np.abs(mpps - ref.mpp) < 0.05))

@@ -130,28 +130,32 @@ RANDOM_NA = (0.25, 0.95)
 RANDOM_MPP = (0.22, 0.6)
 RANDOM_MPP_TIMES_NA = (0.13, 0.40)
 RANDOM_THICKNESS_UM = (0.0, 10.0)
-#: Condenser apertures are usually set to 0.5-1 of the objective's NA.
+#: Condenser apertures are usually set to 0.5-1 of the objective's NA. A quarter of the draws take the condenser
+#: fully open (sigma 1, how :class:`Optics` and the named systems model a scanner by default).
 RANDOM_SIGMA = (0.5, 1.0)
+RANDOM_SIGMA_OPEN_FRACTION = 0.25
 #: Standard deviations (waves at 550 nm) of Z5-Z10 (astigmatism, coma, trefoil) and Z11 (spherical; larger
 #: because a dry objective sees spherical aberration from any cover-glass or mountant thickness mismatch).
 RANDOM_ZERNIKE_SD = (0.04, 0.04, 0.04, 0.04, 0.04, 0.04, 0.1)
-#: The Zernike terms of one draw are scaled together by a factor uniform in this range: from a well-corrected
-#: objective (no aberration to speak of, as the named systems are modelled) to 1.5 times the typical one.
-#: Without aberration-free optics in the family, strong defocus through a clean pupil (a sharp-edged disk
-#: whose spectrum has rings of zeros) was taken for mixed blur.
+#: The Zernike terms of one draw are scaled together by a factor uniform in this range, or, in a quarter of the
+#: draws, left out (a well-corrected objective, as the named systems are modelled). Without aberration-free
+#: optics under a fully open condenser in the family, strong defocus through such a system (a sharp-edged
+#: disk whose spectrum has rings of zeros) was taken for mixed blur.
 RANDOM_ABERRATION_SCALE = (0.0, 1.5)
+RANDOM_ABERRATION_FREE_FRACTION = 0.25
 
 
 def random_optics(rng: np.random.Generator) -> Optics:
     """Random optics over a family wide enough to contain real scanners' blur: NA uniform in 0.25-0.95, mpp in
     0.22-0.6 with mpp * NA in 0.13-0.4, section thickness 0-10 um, sigma 0.5-1, small Zernike aberrations (their
-    size scaled by one factor in :data:`RANDOM_ABERRATION_SCALE`, so aberration-free objectives are in it)."""
+    size scaled by one factor in :data:`RANDOM_ABERRATION_SCALE`, or none at all in a quarter of the draws), a
+    fully open condenser (sigma 1) in a quarter of the draws."""
     na = float(rng.uniform(*RANDOM_NA))
     lo = max(RANDOM_MPP[0], RANDOM_MPP_TIMES_NA[0] / na)
     hi = min(RANDOM_MPP[1], RANDOM_MPP_TIMES_NA[1] / na)
     mpp = float(rng.uniform(lo, hi)) if hi > lo else lo
     thickness = float(rng.uniform(*RANDOM_THICKNESS_UM))
-    sigma = float(rng.uniform(*RANDOM_SIGMA))
-    scale = float(rng.uniform(*RANDOM_ABERRATION_SCALE))
+    sigma = 1.0 if rng.random() < RANDOM_SIGMA_OPEN_FRACTION else float(rng.uniform(*RANDOM_SIGMA))
+    scale = 0.0 if rng.random() < RANDOM_ABERRATION_FREE_FRACTION else float(rng.uniform(*RANDOM_ABERRATION_SCALE))
     zernike = tuple(scale * float(rng.normal(0.0, sd)) for sd in RANDOM_ZERNIKE_SD)
     return Optics(na=na, mpp=mpp, thickness_um=thickness, sigma=sigma, zernike=zernike)
