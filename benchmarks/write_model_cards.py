@@ -25,6 +25,7 @@ def main() -> None:
 
         config = ModelConfig.load(folder / "config.json")
         t = config.training
+        init = t.get("initialised_from") or {}
         # weights reused unchanged from an earlier version: the command reproduces those weights
         reused = str(t.get("weights_from", {}).get("model", "")).rpartition("-")[2]
         command = (f"wsi-deblur train {TARGET.get(name, name)} --out wsi_deblur/models/pretrained/{name} "
@@ -32,9 +33,12 @@ def main() -> None:
                    + (f" --patch {t['data']['patch']}" if name != "blur_classifier" else "")
                    + f" --learning-rate {t.get('optimizer', '').split('lr ')[-1].split(' ')[0]}"
                    + (f" --seed {t['data']['seed']}" if t.get("data", {}).get("seed") else "")
-                   + (f" --init {name}" if t.get("initialised_from") else "")
+                   + (f" --init {init.get('folder', name)}" if init else "")
                    + (f" --prestep {config.prestep}" if config.prestep and not reused else "")
                    + f" --model-version {reused or config.version} --register")
+        if init.get("command"):
+            # started from an intermediate model that was not kept: its own command comes first
+            command = f"{init['command']}` (on the blur physics of that stage, described above), then `{command}"
         print(write_model_card(folder, evaluation, command))
 
 

@@ -132,9 +132,11 @@ def write_model_card(folder: str | Path, evaluation: dict[str, Any] | None = Non
     ]
     init = t.get("initialised_from")
     if init:
+        # an intermediate model that was not kept says how it was made instead
+        provenance = init.get("provenance", "in the repository's history")
         lines.insert(lines.index("## Training") + 2,
                      f"* Started from {init.get('model')} (sha256 `{str(init.get('sha256', ''))[:16]}...`, "
-                     f"{init.get('steps')} steps on {init.get('samples')} samples; in the repository's history) "
+                     f"{init.get('steps')} steps on {init.get('samples')} samples; {provenance}) "
                      "and trained on as below, on data from the current blur physics"
                      + (f"; new or reshaped layers ({', '.join(init['new_layers'])}) started fresh."
                         if init.get("new_layers") else "."))
