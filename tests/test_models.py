@@ -427,6 +427,45 @@ def test_tiles_blurred_in_part_are_not_settled_on_a_sharp_crop(
     assert not dbmid._evenly_sharp(dbmid._crops(half, 128))
 
 
+def test_a_tile_blurred_in_part_takes_its_least_sharp_blurred_crop(tiles_dir: Path) -> None:
+    """Where blur covers part of a tile, its sharp crops do not outvote the blurred ones: the tile takes the
+    log-probabilities of its least sharp blurred crop. An evenly sharp or evenly blurred tile averages them all."""
+    from wsi_deblur.methods import dbmid
+
+    sharp = _sharp_crop(tiles_dir, 512)
+    psf = physics.defocus_psf(physics.SCANNER_20X, 2 * physics.SCANNER_20X.dof_um)
+    blurred = physics.blur(sharp, psf)
+    crops = [sharp[:128, :128], sharp[128:256, :128], blurred[256:384, :128], blurred[384:, 384:]]
+    in_focus = np.log([0.97, 0.01, 0.01, 0.01])
+    logp = np.stack([in_focus, in_focus, np.log([0.3, 0.02, 0.6, 0.08]), np.log([0.02, 0.9, 0.01, 0.07])])
+    sharpness = [dbmid._sharpness(c) for c in crops]
+    least = 2 + int(np.argmin(sharpness[2:]))
+    np.testing.assert_allclose(dbmid._combine_crops(logp, crops), logp[least])
+    # every crop called blurred: the mean over all of them
+    np.testing.assert_allclose(dbmid._combine_crops(logp[2:], crops[2:]), logp[2:].mean(axis=0))
+    # crops called blurred in a tile that is evenly sharp (a verdict the pixels do not bear out): the mean
+    np.testing.assert_allclose(dbmid._combine_crops(logp, crops[:2] * 2), logp.mean(axis=0))
+
+
+@shipped
+def test_partly_motion_blurred_sample_tile_is_restored_as_motion(sample_slides: Path) -> None:
+    """The blurred sample slide's tile at row 2, column 2 has motion blur over its lower half: half of its
+    crops are in focus and the others motion-blurred, and the tile is labelled motion (averaging every crop's
+    log-probabilities left it in focus)."""
+    from wsi_deblur import LABELS
+    from wsi_deblur.methods import dbmid, get_method
+    from wsi_deblur.slide import open_slide
+
+    with open_slide(sample_slides / "CMU-1-blurred.svs") as source:
+        tile = source.read(0, 1024, 1024, 512, 512)
+        mpp = float(source.mpp)
+    method = get_method("dbmid")
+    crops = dbmid._crops(tile, 128)
+    per_crop = np.exp(method._log_probabilities(crops, mpp))
+    assert (per_crop[:, 0] > 0.5).any() and (per_crop.argmax(axis=1) == LABELS.index("motion")).any()
+    assert int(method.classify(tile[None], mpp)[0].argmax()) == LABELS.index("motion")
+
+
 @shipped
 def test_in_focus_real_slide_raises_no_false_alarm(slides_dir: Path) -> None:
     """Every tissue tile of the in-focus CMU-1 scan (sparse edge tiles included) is called in focus."""

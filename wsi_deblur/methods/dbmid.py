@@ -44,6 +44,11 @@ SETTLED_IN_FOCUS = 0.95
 EVENLY_SHARP = 0.25
 
 
+#: A crop counts as blurred, for a tile that blur covers in part (:func:`_combine_crops`), when the classifier
+#: gives it in focus below this probability.
+PARTIAL_BLUR_IN_FOCUS = 0.5
+
+
 class DBMIDMethod:
     """The deep-learning method (default once the trained models ship)."""
 
@@ -107,9 +112,10 @@ class DBMIDMethod:
 
     def classify(self, tiles: np.ndarray, mpp: float) -> np.ndarray:
         """Class probabilities (N, 4) of ``tiles``: the classifier runs on each tile's crop with the most tissue
-        first, and on its other crops (the log-probabilities of all of them are then averaged) unless that one
-        is in focus with :data:`SETTLED_IN_FOCUS` confidence and no other crop is much less sharp than it
-        (:func:`_evenly_sharp`: blur that covers part of the tile)."""
+        first, and on its other crops unless that one is in focus with :data:`SETTLED_IN_FOCUS` confidence and
+        no other crop is much less sharp than it (:func:`_evenly_sharp`: blur that covers part of the tile). The
+        crops' log-probabilities are then averaged, over the blurred crops alone where blur covers part of the
+        tile (:func:`_combine_crops`)."""
         tiles = np.asarray(tiles)
         size = self.classifier.config.input_size
         working = self._working_mpp(mpp, self.classifier.config)
@@ -123,11 +129,12 @@ class DBMIDMethod:
         unsettled = [i for i, c in enumerate(crops)
                      if len(c) > 1 and (np.exp(logp[i, 0]) < SETTLED_IN_FOCUS or not _evenly_sharp(c))]
         if unsettled:
-            owners = np.array([i for i in unsettled for _ in crops[i][1:]])
             more = self._log_probabilities([crop for i in unsettled for crop in crops[i][1:]], working)
-            np.add.at(out, owners, more)
-            counts = np.array([len(c) for c in crops], dtype=np.float64)[:, None]
-            out[unsettled] /= counts[unsettled]
+            start = 0
+            for i in unsettled:
+                every = np.vstack([logp[i : i + 1], more[start : start + len(crops[i]) - 1]])
+                start += len(crops[i]) - 1
+                out[i] = _combine_crops(every, crops[i])
         out = np.exp(out - out.max(axis=1, keepdims=True))
         return (out / out.sum(axis=1, keepdims=True)).astype(np.float32)
 
@@ -221,6 +228,23 @@ def _sharpness(crop: np.ndarray) -> float:
     g = (crop[..., 0].astype(np.float32) + crop[..., 1] + crop[..., 2]) / np.float32(3.0)
     lap = 4.0 * g[1:-1, 1:-1] - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:]
     return float(np.mean(lap * lap) / (g.var() + 1.0))
+
+
+def _combine_crops(logp: np.ndarray, crops: list[np.ndarray]) -> np.ndarray:
+    """A tile's log-probabilities from its crops' (n, 4): their mean, or, where blur covers part of the tile
+    (some crops are blurred, with in focus below one half, others are not, and the tile is not
+    :func:`_evenly_sharp`), those of its least sharp blurred crop.
+
+    Averaging over every crop lets the sharp ones outvote the blurred ones: a tile whose lower half was
+    motion-blurred was left as it was. The least sharp crop is the one inside the blur: a crop across the
+    edge of a defocused area reads as directional blur (motion), which the crop beyond it does not."""
+    blurred = logp[:, 0] < np.log(PARTIAL_BLUR_IN_FOCUS)
+    if blurred.any() and not blurred.all():
+        sharpness = np.array([_sharpness(c) for c in crops])
+        if sharpness.min() < EVENLY_SHARP * sharpness.max():
+            candidates = np.flatnonzero(blurred)
+            return logp[candidates[np.argmin(sharpness[candidates])]]
+    return logp.mean(axis=0)
 
 
 def _evenly_sharp(crops: list[np.ndarray]) -> bool:
