@@ -1,10 +1,10 @@
 """DBMID: the blur classifier and the restoration networks DL_defocus and DL_motion (Jiang, Liao et al.).
 
 The classifier looks at up to four crops of each tile at the slide's native resolution (with the pixel size as
-an input) and averages their log-probabilities; a tile whose crop with the most tissue is confidently in focus
-is settled on that crop alone. Each restoration step runs its network over the region handed in (already
-aligned and padded by the pipeline), less the border the caller discards beyond the network's receptive field;
-mixed blur gets DL_motion, then DL_defocus.
+an input) and averages their log-probabilities (a tile blurred in part takes its least sharp blurred crop's);
+a tile whose crop with the most tissue is confidently in focus is settled on that crop alone. Each restoration
+step runs its network over the region handed in (already aligned and padded by the pipeline), less the border
+the caller discards beyond the network's receptive field; mixed blur gets DL_motion, then DL_defocus.
 
 A restorer whose config names a ``prestep`` ("wiener") was trained to refine the classical method's blind Wiener
 estimate of its own kind: that step runs first, at the slide's pixel size, and the network refines its output.
@@ -114,8 +114,8 @@ class DBMIDMethod:
         """Class probabilities (N, 4) of ``tiles``: the classifier runs on each tile's crop with the most tissue
         first, and on its other crops unless that one is in focus with :data:`SETTLED_IN_FOCUS` confidence and
         no other crop is much less sharp than it (:func:`_evenly_sharp`: blur that covers part of the tile). The
-        crops' log-probabilities are then averaged, over the blurred crops alone where blur covers part of the
-        tile (:func:`_combine_crops`)."""
+        crops' log-probabilities are then averaged, or, where blur covers part of the tile, those of its least
+        sharp blurred crop are taken (:func:`_combine_crops`)."""
         tiles = np.asarray(tiles)
         size = self.classifier.config.input_size
         working = self._working_mpp(mpp, self.classifier.config)
