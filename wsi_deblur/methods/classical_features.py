@@ -186,8 +186,8 @@ def spectral_features(tile: np.ndarray, mpp: float) -> np.ndarray:
 # per source, seed 20240611; 600 tiles of 256 px from 10 source images degraded with wsi_deblur.physics).
 # Leaving one source image out at a time: accuracy 0.84 over the four classes; in focus vs blurred 0.93;
 # most errors are mixed called motion or defocus, and in focus vs defocus near 1 DOF. Fitted before
-# physics.random_optics scaled its aberrations (RANDOM_ABERRATION_SCALE); a re-run now draws that wider family,
-# so its figures and constants differ slightly from these.
+# physics.random_optics widened (aberrations scaled by RANDOM_ABERRATION_SCALE or left out, the condenser fully
+# open in a quarter of the draws); a re-run now draws that family, so its figures and constants differ slightly.
 
 _FEATURE_MEAN = np.array(
     [

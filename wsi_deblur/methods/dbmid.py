@@ -239,11 +239,8 @@ def _combine_crops(logp: np.ndarray, crops: list[np.ndarray]) -> np.ndarray:
     motion-blurred was left as it was. The least sharp crop is the one inside the blur: a crop across the
     edge of a defocused area reads as directional blur (motion), which the crop beyond it does not."""
     blurred = logp[:, 0] < np.log(PARTIAL_BLUR_IN_FOCUS)
-    if blurred.any() and not blurred.all():
-        sharpness = np.array([_sharpness(c) for c in crops])
-        if sharpness.min() < EVENLY_SHARP * sharpness.max():
-            candidates = np.flatnonzero(blurred)
-            return logp[candidates[np.argmin(sharpness[candidates])]]
+    if blurred.any() and not blurred.all() and not _evenly_sharp(crops):
+        return logp[min(np.flatnonzero(blurred), key=lambda k: _sharpness(crops[k]))]
     return logp.mean(axis=0)
 
 

@@ -229,7 +229,8 @@ def classification_set(
         if label == "in_focus" and rng.random() < AS_SCANNED_FRACTION:
             psf, motion, mpp = None, 0.0, _draw_optics(rng, finest, optics).mpp
         else:
-            # the spec's z is replaced by a pool PSF's, drawn from the same range; the label stays the same
+            # the spec's z is replaced by a pool PSF's, and a motion of the moving classes is drawn again, both
+            # over the spec's ranges but log-uniformly; the label stays the same
             pool = pools["far" if abs(spec.z_dof) >= physics.DEFOCUS_MIN_Z_DOF else "near"]
             psf, motion = pool[int(rng.integers(len(pool)))], spec.motion_px
             if motion >= physics.MOTION_MIN_PX:
