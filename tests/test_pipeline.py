@@ -337,3 +337,15 @@ def test_local_workers_start_with_adaptive_allocator_ceilings(monkeypatch: pytes
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", str(1 << 21))
     assert worker_environ() == (mmap, str(1 << 21))
+
+
+def test_classification_tasks_grow_with_the_slide_and_keep_every_worker_busy() -> None:
+    from wsi_deblur.passes import CELLS_PER_TASK, MAX_CELLS_PER_TASK, cells_per_task
+
+    assert cells_per_task(18, 2) == CELLS_PER_TASK  # a small slide: 3 tasks for 2 workers, not one
+    assert cells_per_task(5934, 2) == MAX_CELLS_PER_TASK  # the 50k benchmark slide: 186 tasks
+    assert cells_per_task(200, 2) == 25  # in between: about four tasks per worker
+    assert cells_per_task(5934, 64) == 23 and cells_per_task(5934, 0) == MAX_CELLS_PER_TASK
+    for cells in (1, 9, 100, 1000, 100_000):
+        for workers in (1, 2, 8, 200):
+            assert CELLS_PER_TASK <= cells_per_task(cells, workers) <= MAX_CELLS_PER_TASK

@@ -47,7 +47,7 @@ def srgb_to_linear(rgb: np.ndarray) -> np.ndarray:
     """Decode sRGB uint8 to linear light, float32 in [0, 1] (IEC 61966-2-1)."""
     if rgb.dtype != np.uint8:
         raise ValueError(f"srgb_to_linear: expected uint8, got {rgb.dtype}")
-    return _decode_lut()[rgb]
+    return np.take(_decode_lut(), rgb)
 
 
 def linear_to_srgb(lin: np.ndarray) -> np.ndarray:

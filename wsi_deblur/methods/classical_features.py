@@ -71,7 +71,7 @@ def _to_srgb(linear: np.ndarray) -> np.ndarray:
 
 def _luminance(rgb: np.ndarray) -> np.ndarray:
     """Linear-light luminance (Rec. 709 weights) of an RGB uint8 image, float32."""
-    lin = _TO_LINEAR[rgb]
+    lin = np.take(_TO_LINEAR, rgb)
     return (0.2126 * lin[..., 0] + 0.7152 * lin[..., 1] + 0.0722 * lin[..., 2]).astype(np.float32)
 
 

@@ -210,15 +210,20 @@ def _tissue_pixels(tile: np.ndarray) -> np.ndarray:
     """Pixels that are tissue by the thresholds :mod:`..tissue` uses (saturated or optically dense), not glass.
 
     Integer arithmetic on channel planes and look-up tables: this runs on every tile a slide classifies (a
-    reduction over the last, 3-long axis costs several times as much).
+    reduction over the last, 3-long axis costs several times as much). The planes are made contiguous first and
+    the tables read with ``np.take``, which is two to three times as fast as fancy indexing for this; the sum
+    keeps the order r + g + b, so the densities are the same float32 values.
     """
     rgb = np.asarray(tile, dtype=np.uint8)
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    r, g, b = (np.ascontiguousarray(rgb[..., c]) for c in range(3))
     cmax = np.maximum(np.maximum(r, g), b)
     cmin = np.minimum(np.minimum(r, g), b)
-    saturated = (cmax - cmin) > _SATURATION_FLOOR[cmax]  # (max - min) / max > MIN_SATURATION, without dividing
-    dense = (_DENSITY[r] + _DENSITY[g] + _DENSITY[b]) > 3.0 * MIN_DENSITY
-    return np.asarray(saturated | dense, dtype=bool)
+    # (max - min) / max > MIN_SATURATION, without dividing
+    saturated = (cmax - cmin) > np.take(_SATURATION_FLOOR, cmax)
+    density = np.take(_DENSITY, r)
+    density += np.take(_DENSITY, g)
+    density += np.take(_DENSITY, b)
+    return np.asarray(saturated | (density > 3.0 * MIN_DENSITY), dtype=bool)
 
 
 def _sharpness(crop: np.ndarray) -> float:
