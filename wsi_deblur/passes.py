@@ -90,11 +90,12 @@ def classify_slide(
     once, not twice.
     """
     width, height = source.dimensions
+    workers = list(client.scheduler_info().get("workers", {}))
     # every worker loads the models (seconds) while this process finds the tissue
     warm_up = [
         client.submit(load_method, options.method, options.precision, workers=[address],
                       allow_other_workers=False, pure=False)
-        for address in client.scheduler_info().get("workers", {})
+        for address in workers
     ]
     mask = tissue_mask(source.thumbnail(MASK_SIZE))
     tissue = tissue_cells(mask, width, height, options.tile_size)
@@ -122,7 +123,7 @@ def classify_slide(
                                                options.min_blur_probability))
         futures = client.map(classify_block, block_jobs, retries=2, pure=False)
     else:
-        per_task = cells_per_task(len(cells), len(client.scheduler_info().get("workers", {})))
+        per_task = cells_per_task(len(cells), len(workers))
         futures = client.map(classify_cells, [job(cells[i : i + per_task])
                                               for i in range(0, len(cells), per_task)], retries=2, pure=False)
     _gather(client, futures, progress, "classify", record)

@@ -244,14 +244,20 @@ def _combine_crops(logp: np.ndarray, crops: list[np.ndarray]) -> np.ndarray:
     motion-blurred was left as it was. The least sharp crop is the one inside the blur: a crop across the
     edge of a defocused area reads as directional blur (motion), which the crop beyond it does not."""
     blurred = logp[:, 0] < np.log(PARTIAL_BLUR_IN_FOCUS)
-    if blurred.any() and not blurred.all() and not _evenly_sharp(crops):
-        return logp[min(np.flatnonzero(blurred), key=lambda k: _sharpness(crops[k]))]
+    if blurred.any() and not blurred.all():
+        sharpness = [_sharpness(c) for c in crops]  # once: both the evenness test and the choice need it
+        if not _even(sharpness):
+            return logp[min(np.flatnonzero(blurred), key=lambda k: sharpness[k])]
     return logp.mean(axis=0)
 
 
 def _evenly_sharp(crops: list[np.ndarray]) -> bool:
     """Whether no crop of a tile is much less sharp than its sharpest (see :data:`EVENLY_SHARP`)."""
-    sharpness = [_sharpness(c) for c in crops]
+    return _even([_sharpness(c) for c in crops])
+
+
+def _even(sharpness: list[float]) -> bool:
+    """The test of :func:`_evenly_sharp` on the crops' sharpness already computed."""
     return min(sharpness) >= EVENLY_SHARP * max(sharpness)
 
 
