@@ -14,6 +14,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from wsi_deblur._types import LABELS
+from wsi_deblur.blurmap import ACTION_STEPS, decide
 from wsi_deblur.cli import main
 
 
@@ -129,7 +131,13 @@ def test_classify_and_restore_single_images(tmp_path: Path, tiles_dir: Path) -> 
     src = tiles_dir / "stardist-histo.jpg"
     code, stdout, _ = _invoke("classify", "--json", str(src))
     assert code == 0
-    assert json.loads(stdout)["label"] in {"in_focus", "defocus", "motion", "mixed"}
+    result = json.loads(stdout)
+    assert result["label"] in {"in_focus", "defocus", "motion", "mixed"}
+    # the route restore would take: the one blurmap.decide gives the probabilities
+    probabilities = np.array([[result["probabilities"][k] for k in LABELS]], dtype=np.float32)
+    assert tuple(result["route"]) == ACTION_STEPS[int(decide(probabilities)[1][0])]
+    code, text, _ = _invoke("classify", str(src))
+    assert code == 0 and text.startswith(f"{src}: {result['label']}") and "restore: " in text
     out = tmp_path / "restored.png"
     code, stdout, stderr = _invoke("restore", str(src), "-o", str(out))
     assert code == 0, stderr

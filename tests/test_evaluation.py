@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wsi_deblur._types import LABELS
+from wsi_deblur._types import LABELS, STEPS
+from wsi_deblur.blurmap import ACTION_STEPS, ACTIONS
 from wsi_deblur.evaluation import BASELINE, evaluate
 from wsi_deblur.training import data
 
@@ -43,7 +44,7 @@ def test_files_and_json_round_trip(run: tuple[Path, dict[str, Any], list[tuple[s
     on_disk = json.loads((out / "evaluation.json").read_text(encoding="utf-8"))
     assert on_disk == json.loads(json.dumps(result))
     for section in ("settings", "methods", "classification", "defocus_per_stain", "defocus_vs_z",
-                    "motion_vs_length", "mixed", "policy_defocus", "in_focus", "records", "runtime_s"):
+                    "motion_vs_length", "mixed", "policy", "in_focus", "records", "runtime_s"):
         assert section in on_disk, section
     assert on_disk["methods"]["classical"]["version"]
     assert on_disk["settings"]["split"] == "test"
@@ -104,6 +105,37 @@ def test_in_focus_policy(run: tuple[Path, dict[str, Any], list[tuple[str, int, i
     assert summary["n"] == len(in_focus)
     expected = np.mean([r["unchanged"]["classical"] for r in in_focus])
     assert summary["unchanged_fraction"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_policy_on_every_blurred_set(run: tuple[Path, dict[str, Any], list[tuple[str, int, int]]]) -> None:
+    _, result, _ = run
+    records = result["records"]
+    members = {
+        "defocus": [r for r in records["defocus"] if r["label"] == "defocus"],
+        "motion": records["motion"],
+        "mixed": records["mixed"],
+    }
+    assert set(result["policy"]) == set(members)
+    for blur, rs in members.items():
+        assert rs and all("policy_ssim" in r for r in rs), blur
+        p = result["policy"][blur]["classical"]
+        assert p["n"] == len(rs)
+        assert p["ssim_policy"] == pytest.approx(np.mean([r["policy_ssim"]["classical"] for r in rs]), abs=1e-4)
+        assert p["ssim_oracle"] == pytest.approx(np.mean([r["ssim"]["classical"] for r in rs]), abs=1e-4)
+        right = np.mean([r["predicted"]["classical"] == r["label"] for r in rs])
+        assert p["called_true_class"] == pytest.approx(right, abs=1e-4)
+        # the policy's route is recorded; along the true class's route it gives the true-class SSIM, and a crop
+        # it leaves alone keeps the blurred input's
+        for r in rs:
+            route = r["policy_route"]["classical"]
+            assert route in ACTIONS
+            if ACTION_STEPS[ACTIONS.index(route)] == STEPS[r["label"]]:
+                assert r["policy_ssim"]["classical"] == r["ssim"]["classical"]
+            elif route == "none":
+                assert r["policy_ssim"]["classical"] == r["ssim"][BASELINE]
+    # every row of the motion and mixed tables carries the policy beside the true-class route
+    for row in result["motion_vs_length"] + result["mixed"]:
+        assert set(row["policy_ssim"]) == {"classical"}
 
 
 def test_markdown_tables(run: tuple[Path, dict[str, Any], list[tuple[str, int, int]]]) -> None:

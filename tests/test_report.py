@@ -33,7 +33,7 @@ HELD_BACK = (1, 1)  # defocus by its label, but below the restore threshold: tin
 PROBABILITIES = {
     "in_focus": [0.85, 0.05, 0.05, 0.05],
     "defocus": [0.10, 0.80, 0.05, 0.05],
-    "motion": [0.05, 0.10, 0.80, 0.05],
+    "motion": [0.05, 0.10, 0.83, 0.02],  # mixed not plausible: DL_motion alone (blurmap.decide)
     "mixed": [0.05, 0.10, 0.15, 0.70],
 }
 ACTION_OF = {"in_focus": "none", "defocus": "defocus", "motion": "motion", "mixed": "motion+defocus"}

@@ -10,7 +10,9 @@ LABELS: tuple[str, ...] = ("in_focus", "defocus", "motion", "mixed")
 #: Pixel size (um/px) the API assumes when the caller gives none.
 DEFAULT_MPP = 0.5
 
-#: Restoration steps per class (DBMID policy): mixed blur is deblurred for motion first, then defocus.
+#: Restoration steps per class (DBMID, the true class's route): mixed blur is deblurred for motion first, then
+#: defocus. The policy follows them except where the classifier finds another class plausible
+#: (:func:`wsi_deblur.blurmap.decide`).
 STEPS: dict[str, tuple[str, ...]] = {
     "in_focus": (),
     "defocus": ("defocus",),
@@ -25,11 +27,16 @@ class BlurPrediction:
 
     label: str
     probabilities: dict[str, float] = field(default_factory=dict)
+    #: The route :func:`wsi_deblur.blurmap.decide` gives the probabilities: the label's, except where the
+    #: classifier finds another class plausible (mixed blur without visible motion: ("defocus",); motion that
+    #: may be mixed: ("motion", "defocus")); empty when the image is left as it is. None: not decided.
+    route: tuple[str, ...] | None = None
 
     @property
     def steps(self) -> tuple[str, ...]:
-        """Restoration steps this label calls for (empty when in focus)."""
-        return STEPS[self.label]
+        """Restoration steps the policy gives this prediction: :attr:`route` where it was decided from the
+        probabilities (:func:`wsi_deblur.classify_image` does), else the label's (empty when in focus)."""
+        return STEPS[self.label] if self.route is None else self.route
 
 
 class SlideError(Exception):

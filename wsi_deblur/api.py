@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._types import DEFAULT_MPP, LABELS, BlurPrediction
-from .blurmap import DEFAULT_MIN_BLUR_PROBABILITY, BlurMap
+from .blurmap import ACTION_STEPS, DEFAULT_MIN_BLUR_PROBABILITY, BlurMap, decide
 from .methods import DEFAULT_METHOD, get_method
 from .restore import restore_box
 from .tiling import Box, cell_read_box
@@ -54,7 +54,9 @@ def classify_image(
         blurmap = _blurmap(image, mpp, method, TILE_SIZE, precision)
         probabilities = np.nanmean(blurmap.probabilities.reshape(-1, len(LABELS)), axis=0)
     probs = {name: float(p) for name, p in zip(LABELS, probabilities, strict=True)}
-    return BlurPrediction(label=max(probs, key=probs.__getitem__), probabilities=probs)
+    _, actions = decide(np.asarray(probabilities, dtype=np.float32))
+    route = ACTION_STEPS[int(actions)]
+    return BlurPrediction(label=max(probs, key=probs.__getitem__), probabilities=probs, route=route)
 
 
 def restore_image(
@@ -63,7 +65,8 @@ def restore_image(
     """The DBMID policy on one RGB uint8 image of any size: classify, route, restore, blend.
 
     Images up to twice the tile size are treated as one tile; larger ones get a blur map of 512 px tiles, each
-    restored as its class asks and blended without seams. An in-focus image comes back unchanged.
+    restored along the route :func:`.blurmap.decide` gives its class probabilities (its class's, unless the
+    classifier finds another class plausible) and blended without seams. An in-focus image comes back unchanged.
     """
     image = _check_image(rgb)
     mpp = DEFAULT_MPP if mpp is None else float(mpp)

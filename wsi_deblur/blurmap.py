@@ -18,6 +18,12 @@ _LABEL_ACTION = {label: ACTION_STEPS.index(steps) for label, steps in STEPS.item
 #: Restore only when the classifier gives the blurred classes together at least this probability
 #: ("do no harm": an unsure tile is left as it was).
 DEFAULT_MIN_BLUR_PROBABILITY = 0.5
+#: A class probability at which the classifier's call counts as plausible when routing a blurred tile
+#: (:func:`decide`): a tile called motion on which mixed blur is plausible also gets DL_defocus; a tile called mixed
+#: on which pure motion is not plausible but pure defocus is gets DL_defocus alone. Chosen on training-split tiles
+#: and checked on held-out ones (``benchmarks/mixed_route.py``; the figures are in README, "Routing blurred
+#: tiles").
+PLAUSIBLE_PROBABILITY = 0.05
 
 
 def decide(probabilities: np.ndarray, min_blur_probability: float = DEFAULT_MIN_BLUR_PROBABILITY) -> tuple[
@@ -25,9 +31,18 @@ def decide(probabilities: np.ndarray, min_blur_probability: float = DEFAULT_MIN_
 ]:
     """Labels (index into LABELS) and action codes for probabilities of shape (..., 4).
 
-    The label is the most probable class. The action follows the label ("do no harm"): a tile labelled in
-    focus is left untouched, and so is a tile whose blurred classes together fall short of
-    ``min_blur_probability``; a blurred tile is restored as its most probable blurred class asks.
+    The label is the most probable class. "Do no harm": a tile labelled in focus is left untouched, and so is
+    a tile whose blurred classes together fall short of ``min_blur_probability``. A blurred tile is restored as
+    its most probable blurred class asks (defocus: DL_defocus; motion: DL_motion; mixed: DL_motion, then
+    DL_defocus), with two exceptions where the classifier finds another class plausible
+    (:data:`PLAUSIBLE_PROBABILITY`):
+
+    * motion, with mixed plausible: DL_motion, then DL_defocus. Defocus of about 1 DOF under a long motion is
+      often called motion; DL_defocus after DL_motion restores it better, and pure motion no worse.
+    * mixed, with pure motion not plausible and pure defocus plausible: DL_defocus alone. Strong defocus, alone
+      or under a short motion, looks the same either way and is often called mixed; there DL_motion fits a
+      motion PSF to what is mostly a disc, and DL_defocus alone restores it better. Under a long motion the
+      classifier gives pure defocus next to nothing, and both networks run.
     """
     p = np.asarray(probabilities, dtype=np.float32)
     labels = np.argmax(p, axis=-1).astype(np.int8)
@@ -37,6 +52,12 @@ def decide(probabilities: np.ndarray, min_blur_probability: float = DEFAULT_MIN_
     action_of = np.array([_LABEL_ACTION[name] for name in LABELS], dtype=np.int8)
     restore = (labels != 0) & (blurred >= min_blur_probability)
     actions = np.where(restore, action_of[blur_label], 0).astype(np.int8)
+    plausible = p >= np.float32(PLAUSIBLE_PROBABILITY)
+    motion, mixed, defocus = (LABELS.index(name) for name in ("motion", "mixed", "defocus"))
+    both = _LABEL_ACTION["mixed"]
+    actions = np.where(restore & (blur_label == motion) & plausible[..., mixed], both, actions)
+    defocus_alone = (blur_label == mixed) & ~plausible[..., motion] & plausible[..., defocus]
+    actions = np.where(restore & defocus_alone, _LABEL_ACTION["defocus"], actions).astype(np.int8)
     return labels, actions
 
 

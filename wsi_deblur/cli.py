@@ -195,17 +195,19 @@ def _read_image(path: Path) -> Any:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per image.")
 @_errors
 def classify(images: tuple[Path, ...], mpp: float | None, method: str, precision: str, as_json: bool) -> None:
-    """Blur class of single images (PNG, TIFF, JPEG): in_focus, defocus, motion or mixed."""
+    """Blur class of single images (PNG, TIFF, JPEG): in_focus, defocus, motion or mixed, and the restoration
+    route `restore` would take."""
     from .api import classify_image
 
     for path in images:
         prediction = classify_image(_read_image(path), mpp=mpp, method=method, precision=precision)
         if as_json:
             click.echo(json.dumps({"image": str(path), "label": prediction.label,
-                                   "probabilities": prediction.probabilities}))
+                                   "probabilities": prediction.probabilities, "route": list(prediction.steps)}))
         else:
             probs = " ".join(f"{k}={v:.3f}" for k, v in prediction.probabilities.items())
-            click.echo(f"{path}: {prediction.label}  ({probs})")
+            route = ", then ".join(f"DL_{step}" for step in prediction.steps) or "none"
+            click.echo(f"{path}: {prediction.label}  ({probs})  restore: {route}")
 
 
 @main.command()
@@ -217,7 +219,8 @@ def classify(images: tuple[Path, ...], mpp: float | None, method: str, precision
 @click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
 @_errors
 def restore(image: Path, output: Path, mpp: float | None, method: str, precision: str, overwrite: bool) -> None:
-    """Classify one image and restore it as its blur class asks (an in-focus image is copied unchanged)."""
+    """Classify one image and restore it along the route its blur class asks (an in-focus image is copied
+    unchanged)."""
     if output.suffix.lower() not in IMAGE_ENDINGS:
         raise UsageError(f"{output}: unknown image format; end the name with one of {', '.join(IMAGE_ENDINGS)}")
     if output.exists() and not overwrite:

@@ -17,8 +17,9 @@ seeds, so every number can be reproduced.
 * **Policy**: restoration above follows the true class (the "oracle" route, :data:`wsi_deblur._types.STEPS`:
   defocus -> ("defocus",), motion -> ("motion",), mixed -> ("motion", "defocus")), so that restoration is
   measured apart from classification. The end-to-end policy (classify the crop, decide with
-  :func:`wsi_deblur.blurmap.decide` as the slide workflow does, restore) is reported on the defocus set, and
-  in-focus crops go through :func:`wsi_deblur.restore_image`, which should hand them back bit for bit.
+  :func:`wsi_deblur.blurmap.decide` as the slide workflow does, restore) is reported beside it on the defocus,
+  motion and mixed sets, and in-focus crops go through :func:`wsi_deblur.restore_image`, which should hand them
+  back bit for bit.
 
 SSIM is :func:`skimage.metrics.structural_similarity` over RGB (``channel_axis=2``, ``data_range=255``, 7 px
 window) between the sharp crop and the blurred or restored one. A crop is cut larger than ``size`` by the blur

@@ -38,7 +38,6 @@ def _pct(value: float | None) -> str:
 def _markdown(result: dict[str, Any]) -> str:
     s = result["settings"]
     names = list(result["methods"])
-    series = [BASELINE, *names]
     src = ", ".join(f"{x['name']} ({x['stain']}, {x['mpp']} µm/px)" for x in s["sources"])
     versions = "; ".join(
         f"{n} {result['methods'][n]['version']}"
@@ -105,31 +104,38 @@ def _markdown(result: dict[str, Any]) -> str:
 
     out += [f"## SSIM against motion length ({OPTICS_TITLES[BLUR_SET_OPTICS]})", ""]
     rows = [
-        [row["direction"], f"{row['motion_px']:g}", row["n"], *(_f(row["ssim"][k]) for k in series)]
+        [row["direction"], f"{row['motion_px']:g}", row["n"], _f(row["ssim"][BASELINE]),
+         *(_f(row[field][name]) for name in names for field in ("ssim", "policy_ssim"))]
         for row in result["motion_vs_length"]
     ]
-    out += [_table(["direction", "length (px)", "images", BASELINE, *names], rows), ""]
+    header = ["direction", "length (px)", "images", BASELINE]
+    for name in names:
+        header += [name, f"{name} (policy)"]
+    out += [_table(header, rows), ""]
 
     out += [f"## Mixed blur: SSIM over defocus x motion (paper Fig. 6; {OPTICS_TITLES[BLUR_SET_OPTICS]})", ""]
     header = ["defocus (± DOF)", "motion (px)", "images", BASELINE]
     for name in names:
-        header += [name, f"{name} gain"]
+        header += [name, f"{name} gain", f"{name} (policy)"]
     rows = []
     for row in result["mixed"]:
         cells = [f"{row['z_abs']:g}", f"{row['motion_px']:g}", row["n"], _f(row["ssim"][BASELINE])]
         for name in names:
-            cells += [_f(row["ssim"][name]), _f(row["gain"][name], sign=True)]
+            cells += [_f(row["ssim"][name]), _f(row["gain"][name], sign=True), _f(row["policy_ssim"][name])]
         rows.append(cells)
     out += [_table(header, rows), ""]
 
-    out += ["## End-to-end policy on the defocus set (all optics, |z| >= 1 DOF)", ""]
+    out += ["## End-to-end policy (classify, decide, restore) on each blurred set", "",
+            "Defocus: all optics, |z| >= 1 DOF. Motion and mixed: the sets above. The oracle route restores by the "
+            "true class (mixed: DL_motion, then DL_defocus); the policy by the classifier's call "
+            "(`wsi_deblur.blurmap.decide`).", ""]
     rows = [
-        [name, p["n"], _f(p["ssim_blurred"]), _f(p["ssim_oracle"]), _f(p["ssim_policy"]),
-         _f(p["ssim_policy"] - p["ssim_blurred"], sign=True), _pct(p["routed_as_defocus"])]
-        for name, p in result["policy_defocus"].items()
+        [blur, name, p["n"], _f(p["ssim_blurred"]), _f(p["ssim_oracle"]), _f(p["ssim_policy"]),
+         _f(p["ssim_policy"] - p["ssim_blurred"], sign=True), _pct(p["called_true_class"])]
+        for blur, per_method in result["policy"].items() for name, p in per_method.items()
     ]
-    out += [_table(["method", "images", BASELINE, "oracle route", "policy", "policy gain", "called defocus"],
-                   rows), ""]
+    out += [_table(["blur", "method", "images", BASELINE, "oracle route", "policy", "policy gain",
+                    "called the true class"], rows), ""]
 
     out += ["## In-focus input (z = 0, all optics) through `restore_image`", ""]
     rows = [
@@ -250,9 +256,12 @@ def _plot_vs_motion(result: dict[str, Any], path: Path) -> None:
     for ax, direction in zip(axes, directions, strict=True):
         rows = [r for r in result["motion_vs_length"] if r["direction"] == direction]
         length = [r["motion_px"] for r in rows]
-        for s in [BASELINE, *names]:
-            style = "o--" if s == BASELINE else "o-"
-            ax.plot(length, [r["ssim"][s] for r in rows], style, color=_colour(s, names), label=s)
+        ax.plot(length, [r["ssim"][BASELINE] for r in rows], "o--", color=_colour(BASELINE, names), label=BASELINE)
+        for name in names:
+            colour = _colour(name, names)
+            ax.plot(length, [r["ssim"][name] for r in rows], "o-", color=colour, label=f"{name} (oracle route)")
+            ax.plot(length, [r["policy_ssim"][name] for r in rows], "s:", color=colour, alpha=0.8,
+                    label=f"{name} (policy)")
         angles = ", ".join(f"{a:g}°" for a in DIRECTIONS[direction])
         ax.set_title(f"{direction} motion ({angles})", fontsize=10)
         ax.set_xlabel("motion length (px at 0.5 µm/px)")

@@ -12,7 +12,7 @@ from skimage.metrics import structural_similarity
 from .. import physics
 from .._types import LABELS, STEPS
 from ..api import restore_image
-from ..blurmap import ACTION_STEPS, decide
+from ..blurmap import ACTION_STEPS, ACTIONS, decide
 from ..methods import Method
 from ..training import data
 
@@ -224,6 +224,7 @@ def _measure(
     ssim = {BASELINE: _ssim(_centre(blurred, size), target)}
     predicted: dict[str, str] = {}
     policy_ssim: dict[str, float] = {}
+    policy_route: dict[str, str] = {}
     unchanged: dict[str, bool] = {}
     for name, method in methods.items():
         restored = method.restore(blurred, oracle, optics.mpp) if oracle else blurred
@@ -238,6 +239,7 @@ def _measure(
             unchanged[name] = bool(np.array_equal(out, blurred))
         else:
             steps = ACTION_STEPS[int(actions[0])]
+            policy_route[name] = ACTIONS[int(actions[0])]
             if not steps:
                 out = blurred
             elif steps == oracle:
@@ -254,6 +256,8 @@ def _measure(
     }
     if policy is not None:
         record["policy_ssim"] = _rounded(policy_ssim)
+    if policy_route:
+        record["policy_route"] = policy_route
     if unchanged:
         record["unchanged"] = unchanged
     return record
@@ -324,7 +328,7 @@ def _motion_set(
         for ci, (length, angle) in enumerate(conditions):
             jpeg = physics.EVAL_JPEG[(crop.index + ci) % len(physics.EVAL_JPEG)]
             rng = _key(seed, _STREAMS["motion"], crop.source_index, crop.index, ci)
-            records.append(_measure(crop, methods, plan.size, (0.0, length, angle), jpeg, rng, None))
+            records.append(_measure(crop, methods, plan.size, (0.0, length, angle), jpeg, rng, "decide"))
             counter.step()
     return records
 
@@ -346,7 +350,7 @@ def _mixed_set(
             angle = plan.angles[(k + ci) % len(plan.angles)]
             jpeg = physics.EVAL_JPEG[(crop.index + ci) % len(physics.EVAL_JPEG)]
             rng = _key(seed, _STREAMS["mixed"], crop.source_index, crop.index, ci)
-            records.append(_measure(crop, methods, plan.size, (sign * z, length, angle), jpeg, rng, None))
+            records.append(_measure(crop, methods, plan.size, (sign * z, length, angle), jpeg, rng, "decide"))
             counter.step()
     return records
 

@@ -60,6 +60,28 @@ def _with_gain(rows: list[dict[str, Any]], methods: Sequence[str]) -> list[dict[
     return rows
 
 
+def _with_policy(
+    records: Sequence[dict[str, Any]], keys: Sequence[str], series: Sequence[str], names: Sequence[str]
+) -> list[dict[str, Any]]:
+    """:func:`_group` of the oracle-route SSIM, each row with the policy's SSIM beside it."""
+    rows = _group(records, keys, series)
+    for row, prow in zip(rows, _group(records, keys, names, "policy_ssim"), strict=True):
+        row["policy_ssim"] = prow["policy_ssim"]
+    return rows
+
+
+def _policy(records: Sequence[dict[str, Any]], name: str) -> dict[str, Any]:
+    """Method ``name``'s end-to-end policy on ``records`` (one blur class): mean SSIM of the blurred input, the
+    oracle route and the policy, and how often the classifier named the true class."""
+    return {
+        "n": len(records),
+        "ssim_blurred": _mean(r["ssim"][BASELINE] for r in records),
+        "ssim_oracle": _mean(r["ssim"][name] for r in records),
+        "ssim_policy": _mean(r["policy_ssim"][name] for r in records),
+        "called_true_class": _mean(float(r["predicted"][name] == r["label"]) for r in records),
+    }
+
+
 def _summaries(
     records: dict[str, list[dict[str, Any]]], classification: dict[str, Any], names: Sequence[str]
 ) -> dict[str, Any]:
@@ -72,25 +94,19 @@ def _summaries(
     per_stain += _group([dict(r, optics="all", stain="all") for r in defocus], ["optics", "stain"], series)
     order = [name for name, _ in data.EVAL_OPTICS]
     by_optics_z = sorted(records["defocus"], key=lambda r: (order.index(r["optics"]), r["z_dof"]))
-    by_z = _group(by_optics_z, ["optics", "z_dof"], series)
-    policy_by_z = _group(by_optics_z, ["optics", "z_dof"], names, "policy_ssim")
-    for row, prow in zip(by_z, policy_by_z, strict=True):
-        row["policy_ssim"] = prow["policy_ssim"]
+    by_z = _with_policy(by_optics_z, ["optics", "z_dof"], series, names)
+    for row in by_z:
         row["z_um"] = round(row["z_dof"] * dict(data.EVAL_OPTICS)[row["optics"]].dof_um, 3)
     motion = []
     for direction, angles in DIRECTIONS.items():
         members = [dict(r, direction=direction) for r in records["motion"] if r["motion_angle"] in angles]
-        motion += _group(members, ["direction", "motion_px"], series)
+        motion += _with_policy(members, ["direction", "motion_px"], series, names)
     mixed = [dict(r, z_abs=abs(r["z_dof"])) for r in records["mixed"]]
-    policy = {}
-    for name in names:
-        policy[name] = {
-            "n": len(defocus),
-            "ssim_blurred": _mean(r["ssim"][BASELINE] for r in defocus),
-            "ssim_oracle": _mean(r["ssim"][name] for r in defocus),
-            "ssim_policy": _mean(r["policy_ssim"][name] for r in defocus),
-            "routed_as_defocus": _mean(float(r["predicted"][name] == "defocus") for r in defocus),
-        }
+    policy = {
+        "defocus": {name: _policy(defocus, name) for name in names},
+        "motion": {name: _policy(records["motion"], name) for name in names},
+        "mixed": {name: _policy(records["mixed"], name) for name in names},
+    }
     unchanged = {}
     for name in names:
         unchanged[name] = {
@@ -114,8 +130,8 @@ def _summaries(
         "defocus_per_stain": _with_gain([row for row in per_stain if row["n"]], names),
         "defocus_vs_z": by_z,
         "motion_vs_length": motion,
-        "mixed": _with_gain(_group(mixed, ["z_abs", "motion_px"], series), names),
-        "policy_defocus": policy,
+        "mixed": _with_gain(_with_policy(mixed, ["z_abs", "motion_px"], series, names), names),
+        "policy": policy,
         "in_focus": unchanged,
     }
 
