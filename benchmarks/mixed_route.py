@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -50,28 +51,56 @@ GROUPS = {
 }
 
 
-def measure(split: str, per_source: int, seed: int) -> list[dict]:
-    method = DBMIDMethod()
+#: A crop: a name for its optics, the optics, its source's name, the pixels, and the key of its blur draws.
+Crop = tuple[str, physics.Optics, str, np.ndarray, tuple[int, ...]]
+
+
+def _named_crops(split: str, per_source: int, seed: int) -> Iterator[Crop]:
+    """``per_source`` crops of every source at each of the evaluation's three optics."""
     plan = sets._plan(per_source, SIZE, False)
-    records = []
     for oi, (name, optics) in enumerate(data.EVAL_OPTICS):
         margin = max(sets._kernel_radius(optics, z, m) for z, m in CONDITIONS)
         for crop in sets._crops("defocus", plan, seed, data.sources(split), name, margin, []):
-            target = sets._centre(crop.rgb, SIZE)
-            for ci, (z, length) in enumerate(CONDITIONS):
-                rng = np.random.default_rng([seed, oi, crop.source_index, crop.index, ci])
-                sign = 1.0 if rng.random() < 0.5 else -1.0
-                angle = float(rng.uniform(0.0, 180.0))
-                jpeg = int(rng.choice(physics.EVAL_JPEG))
-                blurred = physics.degrade(crop.rgb, optics, sign * z * optics.dof_um, length, angle, noise=True,
-                                          jpeg_quality=jpeg, rng=rng)
-                ssim = {"blurred": sets._ssim(sets._centre(blurred, SIZE), target)}
-                for route, steps in ROUTES.items():
-                    ssim[route] = sets._ssim(sets._centre(method.restore(blurred, steps, optics.mpp), SIZE), target)
-                p = method.classify(blurred[None], optics.mpp)[0]
-                records.append({"optics": name, "source": crop.source.name, "z_dof": z, "motion_px": length,
-                                "p": [float(v) for v in p], "ssim": ssim})
-            print(f"{name} {crop.source.name} crop {crop.index}: {len(records)} blurred images", file=sys.stderr)
+            yield name, optics, crop.source.name, crop.rgb, (oi, crop.source_index, crop.index)
+
+
+def _random_crops(split: str, per_source: int, seed: int) -> Iterator[Crop]:
+    """``3 * per_source`` crops of every source, each under its own optics from the training family
+    (:func:`physics.random_optics`: NA, pixel size, section thickness, condenser, aberrations)."""
+    rng = np.random.default_rng([seed, 99])
+    for si, src in enumerate(data.sources(split)):
+        for i in range(3 * per_source):
+            optics = physics.random_optics(rng)
+            side = sets._max_side(src, optics)
+            if side < SIZE:
+                continue
+            margin = min(max(sets._kernel_radius(optics, z, m) for z, m in CONDITIONS), (side - SIZE) // 2)
+            rgb, _, _ = data.random_crop(rng, [src], SIZE + 2 * margin, optics.mpp,
+                                         max_upsample=sets._max_upsample(src, optics), augment=False)
+            name = f"NA {optics.na:.2f}, {optics.mpp:.2f} um/px"
+            yield name, optics, src.name, rgb, (len(data.EVAL_OPTICS), si, i)
+
+
+def measure(split: str, per_source: int, seed: int, optics_family: str = "named") -> list[dict]:
+    method = DBMIDMethod()
+    crops = _named_crops if optics_family == "named" else _random_crops
+    records = []
+    for name, optics, source, rgb, key in crops(split, per_source, seed):
+        target = sets._centre(rgb, SIZE)
+        for ci, (z, length) in enumerate(CONDITIONS):
+            rng = np.random.default_rng([seed, *key, ci])
+            sign = 1.0 if rng.random() < 0.5 else -1.0
+            angle = float(rng.uniform(0.0, 180.0))
+            jpeg = int(rng.choice(physics.EVAL_JPEG))
+            blurred = physics.degrade(rgb, optics, sign * z * optics.dof_um, length, angle, noise=True,
+                                      jpeg_quality=jpeg, rng=rng)
+            ssim = {"blurred": sets._ssim(sets._centre(blurred, SIZE), target)}
+            for route, steps in ROUTES.items():
+                ssim[route] = sets._ssim(sets._centre(method.restore(blurred, steps, optics.mpp), SIZE), target)
+            p = method.classify(blurred[None], optics.mpp)[0]
+            records.append({"optics": name, "source": source, "z_dof": z, "motion_px": length,
+                            "p": [float(v) for v in p], "ssim": ssim})
+        print(f"{name}, {source}: {len(records)} blurred images", file=sys.stderr)
     return records
 
 
@@ -107,9 +136,11 @@ def main() -> None:
     parser.add_argument("--split", default="train", choices=("train", "test"))
     parser.add_argument("--crops-per-source", type=int, default=1)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--optics", choices=("named", "random"), default="named",
+                        help="the evaluation's 10x, 20x and 40x optics, or random optics of the training family")
     parser.add_argument("--json", type=Path, help="also write every crop's record here")
     args = parser.parse_args()
-    records = measure(args.split, args.crops_per_source, args.seed)
+    records = measure(args.split, args.crops_per_source, args.seed, args.optics)
     if args.json:
         args.json.write_text(json.dumps(records), encoding="utf-8")
     report(records)

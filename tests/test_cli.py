@@ -159,3 +159,54 @@ def test_cli_method_names_match_the_registry() -> None:
     from wsi_deblur.methods import DEFAULT_METHOD, METHODS
 
     assert set(cli.METHOD_NAMES) == set(METHODS) and cli.DEFAULT_METHOD == DEFAULT_METHOD
+
+
+def _png_16_bit_rgb(path: Path, rgb: np.ndarray) -> None:
+    """A 48-bit RGB PNG (Pillow writes none), its samples big-endian as the format stores them."""
+    import struct
+    import zlib
+
+    h, w = rgb.shape[:2]
+    raw = b"".join(b"\x00" + rgb[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def test_images_deeper_than_8_bits_are_refused(tmp_path: Path, tiles_dir: Path) -> None:
+    import tifffile
+
+    with Image.open(tiles_dir / "stardist-histo.jpg") as im:
+        rgb = np.asarray(im.convert("RGB"))[:128, :128].astype(np.uint16) * 257
+    grey = tmp_path / "grey16.png"
+    Image.fromarray(rgb[..., 1]).save(grey)
+    rgb_png = tmp_path / "rgb48.png"
+    _png_16_bit_rgb(rgb_png, rgb)
+    rgb_tif = tmp_path / "rgb48.tif"
+    tifffile.imwrite(rgb_tif, rgb, photometric="rgb")
+    floating = tmp_path / "float.tif"
+    Image.fromarray(rgb[..., 0].astype(np.float32)).save(floating)
+    for path, depth in ((grey, "16-bit"), (rgb_png, "16-bit"), (rgb_tif, "16-bit"), (floating, "floating-point")):
+        for args in (("classify", str(path)), ("restore", str(path), "-o", str(tmp_path / "out.png"))):
+            code, _, stderr = _invoke(*args)
+            assert code == 1, (path, args)
+            _one_line_error(stderr, path.name)
+            assert depth in stderr and "8 bits" in stderr
+        assert not (tmp_path / "out.png").exists()
+        assert not list(tmp_path.glob("*.partial*"))
+
+
+def test_greyscale_image_is_written_back_in_greyscale(tmp_path: Path, tiles_dir: Path) -> None:
+    src = tmp_path / "grey.png"
+    with Image.open(tiles_dir / "stardist-histo.jpg") as im:
+        im.convert("L").save(src)
+    out = tmp_path / "restored.png"
+    code, stdout, stderr = _invoke("restore", str(src), "-o", str(out))
+    assert code == 0, stderr
+    with Image.open(src) as a, Image.open(out) as b:
+        assert b.mode == "L" and b.size == a.size
+        if "unchanged" in stdout:
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

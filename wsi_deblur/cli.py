@@ -166,7 +166,10 @@ def info(slide: Path, reader: str, as_json: bool) -> None:
             click.echo(f"{key}: {value}")
 
 
-def _read_image(path: Path) -> Any:
+def _read_image(path: Path) -> tuple[Any, str]:
+    """The 8-bit RGB pixels of a single image (transparency composited on white) and the mode its restored
+    version is written in: "L" for a greyscale image, else "RGB". Images of more than 8 bits per sample are
+    refused rather than cut down to 8 bits without a word."""
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
@@ -176,15 +179,44 @@ def _read_image(path: Path) -> Any:
         raise OSError(21, "is a directory", str(path))
     try:
         with Image.open(path) as opened:
+            if _deeper_than_8_bits(opened):
+                raise ValueError(f"{path}: {_sample_bits(opened)} image; classify and restore read 8 bits per "
+                                 "sample (scale it to 8-bit RGB first)")
             opened.load()
             image: Image.Image = opened
+            grey = image.mode in ("1", "L", "LA")
             if image.mode in ("RGBA", "LA", "P"):
                 image = image.convert("RGBA")
                 white = Image.new("RGBA", image.size, (255, 255, 255, 255))
                 image = Image.alpha_composite(white, image)
-            return np.asarray(image.convert("RGB"))
+            return np.asarray(image.convert("RGB")), "L" if grey else "RGB"
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f"{path}: not an image this tool can read ({exc.__class__.__name__})") from None
+
+
+def _raw_modes(image: Any) -> list[str]:
+    """How the file stores the samples of each tile (Pillow's raw modes, e.g. "RGB;16B"); read before load()."""
+    modes = []
+    for tile in image.tile:
+        args = tile.args if isinstance(tile.args, tuple) else (tile.args,)
+        if args and isinstance(args[0], str):
+            modes.append(args[0])
+    return modes
+
+
+def _deeper_than_8_bits(image: Any) -> bool:
+    """Whether an opened image holds more than 8 bits per sample. Pillow reads 16-bit greyscale as mode I;16
+    but 16-bit RGB as 8-bit RGB, so the raw mode of its tiles is checked too."""
+    if image.mode in ("I", "F") or image.mode.startswith("I;"):
+        return True
+    return any(";16" in raw or ";32" in raw for raw in _raw_modes(image))
+
+
+def _sample_bits(image: Any) -> str:
+    if image.mode == "F":
+        return "floating-point"
+    raw = " ".join(_raw_modes(image)) + " " + image.mode
+    return "32-bit" if ";32" in raw or image.mode == "I" else "16-bit"
 
 
 @main.command()
@@ -200,7 +232,7 @@ def classify(images: tuple[Path, ...], mpp: float | None, method: str, precision
     from .api import classify_image
 
     for path in images:
-        prediction = classify_image(_read_image(path), mpp=mpp, method=method, precision=precision)
+        prediction = classify_image(_read_image(path)[0], mpp=mpp, method=method, precision=precision)
         if as_json:
             click.echo(json.dumps({"image": str(path), "label": prediction.label,
                                    "probabilities": prediction.probabilities, "route": list(prediction.steps)}))
@@ -231,12 +263,12 @@ def restore(image: Path, output: Path, mpp: float | None, method: str, precision
 
     from .api import restore_image
 
-    pixels = _read_image(image)
+    pixels, mode = _read_image(image)
     result = restore_image(pixels, mpp=mpp, method=method, precision=precision)
     tmp = output.with_name(output.name + ".partial" + output.suffix)
     try:
-        Image.fromarray(result).save(tmp, quality=95) if output.suffix.lower() in (".jpg", ".jpeg") \
-            else Image.fromarray(result).save(tmp)
+        written = Image.fromarray(result).convert(mode)
+        written.save(tmp, quality=95) if output.suffix.lower() in (".jpg", ".jpeg") else written.save(tmp)
         tmp.replace(output)
     finally:
         tmp.unlink(missing_ok=True)
