@@ -10,9 +10,10 @@ alone, DL_motion alone, DL_motion then DL_defocus), and reports, per group of co
 route, of the best route per crop, of the policy by the label alone and of the policy of ``blurmap.decide``, with
 the classifier's mean probabilities.
 
-Usage: ``python benchmarks/mixed_route.py [--split train|test] [--crops-per-source N] [--json OUT]``
-(``--split train --crops-per-source 1``: 21 crops blurred 28 ways, about 13 minutes on 2 cores; ``--split test
---crops-per-source 2``: 18 crops, the held-out check).
+Usage: ``python benchmarks/mixed_route.py [--split train|test] [--crops-per-source N] [--optics named|random]
+[--json OUT]`` (``--split train --crops-per-source 1``: 21 crops blurred 28 ways, about 13 minutes on 2 cores;
+``--split test --crops-per-source 2``: 18 crops, the held-out check; ``--optics random``: each crop under its
+own optics drawn from the training family instead of the evaluation's 10x, 20x and 40x).
 """
 
 from __future__ import annotations
