@@ -213,6 +213,7 @@ def _deeper_than_8_bits(image: Any) -> bool:
 
 
 def _sample_bits(image: Any) -> str:
+    """The sample depth of an image :func:`_deeper_than_8_bits` refuses, in words for the error."""
     if image.mode == "F":
         return "floating-point"
     raw = " ".join(_raw_modes(image)) + " " + image.mode
