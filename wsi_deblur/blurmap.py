@@ -47,17 +47,15 @@ def decide(probabilities: np.ndarray, min_blur_probability: float = DEFAULT_MIN_
     p = np.asarray(probabilities, dtype=np.float32)
     labels = np.argmax(p, axis=-1).astype(np.int8)
     blurred = 1.0 - p[..., 0]
-    # among the blurred classes, the most probable one decides the restoration
-    blur_label = (np.argmax(p[..., 1:], axis=-1) + 1).astype(np.int8)
-    action_of = np.array([_LABEL_ACTION[name] for name in LABELS], dtype=np.int8)
-    restore = (labels != 0) & (blurred >= min_blur_probability)
-    actions = np.where(restore, action_of[blur_label], 0).astype(np.int8)
+    # among the blurred classes, the most probable one decides the restoration, bar the two exceptions
+    route = np.argmax(p[..., 1:], axis=-1) + 1
     plausible = p >= np.float32(PLAUSIBLE_PROBABILITY)
     motion, mixed, defocus = (LABELS.index(name) for name in ("motion", "mixed", "defocus"))
-    both = _LABEL_ACTION["mixed"]
-    actions = np.where(restore & (blur_label == motion) & plausible[..., mixed], both, actions)
-    defocus_alone = (blur_label == mixed) & ~plausible[..., motion] & plausible[..., defocus]
-    actions = np.where(restore & defocus_alone, _LABEL_ACTION["defocus"], actions).astype(np.int8)
+    route = np.where((route == motion) & plausible[..., mixed], mixed, route)
+    route = np.where((route == mixed) & ~plausible[..., motion] & plausible[..., defocus], defocus, route)
+    action_of = np.array([_LABEL_ACTION[name] for name in LABELS], dtype=np.int8)
+    restore = (labels != 0) & (blurred >= min_blur_probability)
+    actions = np.where(restore, action_of[route], 0).astype(np.int8)
     return labels, actions
 
 
