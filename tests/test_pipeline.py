@@ -349,3 +349,13 @@ def test_classification_tasks_grow_with_the_slide_and_keep_every_worker_busy() -
     for cells in (1, 9, 100, 1000, 100_000):
         for workers in (1, 2, 8, 200):
             assert CELLS_PER_TASK <= cells_per_task(cells, workers) <= MAX_CELLS_PER_TASK
+
+
+def test_fingerprint_names_the_routing_rule(sample: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A work folder holds tiles routed by one rule: a run under another threshold must not resume it."""
+    from wsi_deblur import pipeline
+
+    before = pipeline._fingerprint(sample, RunOptions(), 0.5, "m-1")
+    assert before["routing"] == {"plausible_probability": pipeline.PLAUSIBLE_PROBABILITY}
+    monkeypatch.setattr(pipeline, "PLAUSIBLE_PROBABILITY", 0.2)
+    assert pipeline._fingerprint(sample, RunOptions(), 0.5, "m-1") != before

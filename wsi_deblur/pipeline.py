@@ -25,7 +25,7 @@ from rich.progress import Progress
 
 from ._types import OutputError, SlideError, UsageError
 from ._version import __version__
-from .blurmap import BlurMap
+from .blurmap import PLAUSIBLE_PROBABILITY, BlurMap
 from .cluster import dask_client
 from .methods import method_info
 from .passes import build_pyramid, classify_slide, progress_display, restore_slide
@@ -218,9 +218,11 @@ def _from_slide(outputs: list[tuple[Path, str]], source: SlideSource, slide: Pat
 def _fingerprint(slide: Path, options: RunOptions, mpp: float, method_version: str) -> dict[str, Any]:
     steering = {k: v for k, v in asdict(options).items() if k in (
         "method", "reader", "tile_size", "block", "chunk", "ngff", "min_blur_probability", "precision")}
+    # the routing rule decides which networks a tile gets, so a folder of another rule's tiles is not resumed
     return {
         "input": input_identity(slide), "mpp": mpp, "options": steering,
         "method_version": method_version, "software": __version__,
+        "routing": {"plausible_probability": PLAUSIBLE_PROBABILITY},
     }
 
 
