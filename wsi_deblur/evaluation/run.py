@@ -24,9 +24,7 @@ from .sets import (
     SPLIT,
     _classification_tiles,
     _Counter,
-    _defocus_set,
-    _mixed_set,
-    _motion_set,
+    _measure_set,
     _plan,
 )
 from .summaries import _summaries
@@ -121,10 +119,10 @@ def evaluate(
     classification = timed("classification", lambda: _classification_tiles(plan, seed, loaded, progress))
     records = {
         "defocus": timed(
-            "defocus", lambda: _defocus_set(plan, seed, loaded, defocus_srcs, progress, skipped)
+            "defocus", lambda: _measure_set("defocus", plan, seed, loaded, defocus_srcs, progress, skipped)
         ),
-        "motion": timed("motion", lambda: _motion_set(plan, seed, loaded, blur_srcs, progress, skipped)),
-        "mixed": timed("mixed", lambda: _mixed_set(plan, seed, loaded, blur_srcs, progress, skipped)),
+        "motion": timed("motion", lambda: _measure_set("motion", plan, seed, loaded, blur_srcs, progress, skipped)),
+        "mixed": timed("mixed", lambda: _measure_set("mixed", plan, seed, loaded, blur_srcs, progress, skipped)),
     }
     settings = {
         "split": SPLIT, "seed": seed, "quick": quick, **plan.settings(),

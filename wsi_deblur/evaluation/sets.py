@@ -200,25 +200,40 @@ def _crops(
     return out
 
 
-def _measure(
-    crop: _Crop,
-    methods: dict[str, Method],
-    size: int,
-    blur: tuple[float, float, float],
-    jpeg: int,
-    rng: np.random.Generator,
-    policy: str | None,
-) -> dict[str, Any]:
-    """Blur a crop, restore it along the oracle route with every method, classify it, and (``policy``
+@dataclass(frozen=True)
+class _Draw:
+    """One blurred image of a set: a crop, its blur (z in DOF, motion px, angle), JPEG quality, the seed of
+    its noise, and the end-to-end policy measured on it (None, "decide" or "api")."""
+
+    crop: _Crop
+    blur: tuple[float, float, float]
+    jpeg: int
+    key: tuple[int, ...]
+    policy: str | None
+
+    @property
+    def label(self) -> str:
+        label = physics.class_label(self.blur[0], self.blur[1])
+        if label is None:
+            raise ValueError(f"evaluate: blur z={self.blur[0]} DOF, motion={self.blur[1]} px lies between classes")
+        return label
+
+    def blurred(self) -> np.ndarray:
+        """The crop through the optics at this blur, with camera noise and JPEG (the same pixels every call)."""
+        z_dof, motion_px, angle = self.blur
+        optics = self.crop.optics
+        return physics.degrade(self.crop.rgb, optics, z_dof * optics.dof_um, motion_px, angle, noise=True,
+                               jpeg_quality=self.jpeg, rng=np.random.default_rng(list(self.key)))
+
+
+def _measure(draw: _Draw, methods: dict[str, Method], size: int) -> dict[str, Any]:
+    """Blur a crop, restore it along the oracle route with every method, classify it, and (``draw.policy``
     "decide" or "api") run the end-to-end policy. Returns the measurement record."""
-    z_dof, motion_px, angle = blur
+    crop, policy = draw.crop, draw.policy
+    z_dof, motion_px, angle = draw.blur
     optics = crop.optics
-    label = physics.class_label(z_dof, motion_px)
-    if label is None:
-        raise ValueError(f"evaluate: blur z={z_dof} DOF, motion={motion_px} px lies between classes")
-    blurred = physics.degrade(
-        crop.rgb, optics, z_dof * optics.dof_um, motion_px, angle, noise=True, jpeg_quality=jpeg, rng=rng
-    )
+    label = draw.label
+    blurred = draw.blurred()
     target = _centre(crop.rgb, size)
     oracle = STEPS[label]
     ssim = {BASELINE: _ssim(_centre(blurred, size), target)}
@@ -251,7 +266,7 @@ def _measure(
         "optics": crop.optics_name, "mpp": optics.mpp, "source": crop.source.name, "stain": crop.source.stain,
         "crop": crop.index, "margin_px": crop.margin, "upsample": round(crop.upsample, 3),
         "z_dof": z_dof, "z_um": round(z_dof * optics.dof_um, 3), "motion_px": motion_px,
-        "motion_angle": angle, "jpeg_quality": jpeg, "label": label, "ssim": _rounded(ssim),
+        "motion_angle": angle, "jpeg_quality": draw.jpeg, "label": label, "ssim": _rounded(ssim),
         "predicted": predicted,
     }
     if policy is not None:
@@ -287,71 +302,78 @@ class _Counter:
 
 
 
-def _defocus_set(
-    plan: _Plan, seed: int, methods: dict[str, Method], srcs: Sequence[data.Source],
-    progress: Progress | None, skipped: list[dict[str, Any]],
-) -> list[dict[str, Any]]:
+def _defocus_draws(
+    plan: _Plan, seed: int, srcs: Sequence[data.Source], skipped: list[dict[str, Any]]
+) -> list[_Draw]:
     """In focus and +-z at each optics; every crop is seen at every z (paired, like a focal stack)."""
     zs = [0.0, *(s * z for z in plan.z_dof for s in (-1.0, 1.0))]
     crops = []
     for name, optics in data.EVAL_OPTICS:
         margin = max(_kernel_radius(optics, z, 0.0) for z in zs)
         crops += _crops("defocus", plan, seed, srcs, name, margin, skipped)
-    counter = _Counter(progress, "defocus", len(crops) * len(zs))
-    records = []
-    for crop in crops:
-        for zi, z in enumerate(zs):
-            jpeg = physics.EVAL_JPEG[(crop.index + zi) % len(physics.EVAL_JPEG)]
-            rng = _key(seed, _STREAMS["defocus"], crop.source_index, crop.index, zi, _optics_index(crop))
-            policy = "api" if z == 0.0 else "decide"
-            records.append(_measure(crop, methods, plan.size, (z, 0.0, 0.0), jpeg, rng, policy))
-            counter.step()
-    return records
+    return [
+        _Draw(crop, (z, 0.0, 0.0), physics.EVAL_JPEG[(crop.index + zi) % len(physics.EVAL_JPEG)],
+              (seed, _STREAMS["defocus"], crop.source_index, crop.index, zi, _optics_index(crop)),
+              "api" if z == 0.0 else "decide")
+        for crop in crops for zi, z in enumerate(zs)
+    ]
 
 
 def _optics_index(crop: _Crop) -> int:
     return [name for name, _ in data.EVAL_OPTICS].index(crop.optics_name)
 
 
-def _motion_set(
-    plan: _Plan, seed: int, methods: dict[str, Method], srcs: Sequence[data.Source],
-    progress: Progress | None, skipped: list[dict[str, Any]],
-) -> list[dict[str, Any]]:
+def _motion_draws(
+    plan: _Plan, seed: int, srcs: Sequence[data.Source], skipped: list[dict[str, Any]]
+) -> list[_Draw]:
     """Motion of every length at every angle, in focus, at :data:`BLUR_SET_OPTICS`."""
     optics = dict(data.EVAL_OPTICS)[BLUR_SET_OPTICS]
     conditions = [(m, a) for m in plan.motion_px for a in plan.angles]
     margin = _kernel_radius(optics, 0.0, max(plan.motion_px))
     crops = _crops("motion", plan, seed, srcs, BLUR_SET_OPTICS, margin, skipped)
-    counter = _Counter(progress, "motion", len(crops) * len(conditions))
-    records = []
-    for crop in crops:
-        for ci, (length, angle) in enumerate(conditions):
-            jpeg = physics.EVAL_JPEG[(crop.index + ci) % len(physics.EVAL_JPEG)]
-            rng = _key(seed, _STREAMS["motion"], crop.source_index, crop.index, ci)
-            records.append(_measure(crop, methods, plan.size, (0.0, length, angle), jpeg, rng, "decide"))
-            counter.step()
-    return records
+    return [
+        _Draw(crop, (0.0, length, angle), physics.EVAL_JPEG[(crop.index + ci) % len(physics.EVAL_JPEG)],
+              (seed, _STREAMS["motion"], crop.source_index, crop.index, ci), "decide")
+        for crop in crops for ci, (length, angle) in enumerate(conditions)
+    ]
 
 
-def _mixed_set(
-    plan: _Plan, seed: int, methods: dict[str, Method], srcs: Sequence[data.Source],
-    progress: Progress | None, skipped: list[dict[str, Any]],
-) -> list[dict[str, Any]]:
+def _mixed_draws(
+    plan: _Plan, seed: int, srcs: Sequence[data.Source], skipped: list[dict[str, Any]]
+) -> list[_Draw]:
     """Defocus x motion at :data:`BLUR_SET_OPTICS`; the sign of z and the angle change from crop to crop."""
     optics = dict(data.EVAL_OPTICS)[BLUR_SET_OPTICS]
     conditions = [(z, m) for z in plan.mixed_z_dof for m in plan.mixed_motion_px]
     margin = max(_kernel_radius(optics, z, max(plan.mixed_motion_px)) for z in plan.mixed_z_dof)
     crops = _crops("mixed", plan, seed, srcs, BLUR_SET_OPTICS, margin, skipped)
-    counter = _Counter(progress, "mixed", len(crops) * len(conditions))
-    records = []
+    draws = []
     for k, crop in enumerate(crops):
         for ci, (z, length) in enumerate(conditions):
             sign = 1.0 if (k + ci) % 2 == 0 else -1.0
             angle = plan.angles[(k + ci) % len(plan.angles)]
             jpeg = physics.EVAL_JPEG[(crop.index + ci) % len(physics.EVAL_JPEG)]
-            rng = _key(seed, _STREAMS["mixed"], crop.source_index, crop.index, ci)
-            records.append(_measure(crop, methods, plan.size, (sign * z, length, angle), jpeg, rng, "decide"))
-            counter.step()
+            draws.append(_Draw(crop, (sign * z, length, angle), jpeg,
+                               (seed, _STREAMS["mixed"], crop.source_index, crop.index, ci), "decide"))
+    return draws
+
+
+#: The blurred sets of the evaluation and how each draws its images.
+DRAWS: dict[str, Callable[[_Plan, int, Sequence[data.Source], list[dict[str, Any]]], list[_Draw]]] = {
+    "defocus": _defocus_draws, "motion": _motion_draws, "mixed": _mixed_draws,
+}
+
+
+def _measure_set(
+    name: str, plan: _Plan, seed: int, methods: dict[str, Method], srcs: Sequence[data.Source],
+    progress: Progress | None, skipped: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Every image of set ``name`` measured with every method."""
+    draws = DRAWS[name](plan, seed, srcs, skipped)
+    counter = _Counter(progress, name, len(draws))
+    records = []
+    for draw in draws:
+        records.append(_measure(draw, methods, plan.size))
+        counter.step()
     return records
 
 
