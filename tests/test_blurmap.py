@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from wsi_deblur._types import LABELS, STEPS, BlurPrediction
-from wsi_deblur.blurmap import ACTION_STEPS, ACTIONS, PLAUSIBLE_PROBABILITY, BlurMap, decide
+from wsi_deblur.blurmap import ACTION_STEPS, ACTIONS, DEFOCUS_ALONE_PROBABILITY, PLAUSIBLE_PROBABILITY, BlurMap, decide
 
 P = PLAUSIBLE_PROBABILITY
+D = DEFOCUS_ALONE_PROBABILITY
 CASES = [
     ([0.85, 0.05, 0.05, 0.05], "in_focus", "none"),
     ([0.10, 0.80, 0.05, 0.05], "defocus", "defocus"),
@@ -21,7 +22,11 @@ CASES = [
     ([0.00, 0.45, P, 0.55 - P], "mixed", "motion+defocus"),
     # mixed whose motion does not show and that defocus alone could explain (strong defocus): DL_defocus alone
     ([0.00, 0.40, 0.01, 0.59], "mixed", "defocus"),
-    ([0.00, P, 0.00, 1 - P], "mixed", "defocus"),
+    ([0.00, D, 0.00, 1 - D], "mixed", "defocus"),
+    # pure defocus plausible but below the bar for DL_defocus alone (strong defocus under a long motion)
+    ([0.00, D - 0.05, 0.00, 1.05 - D], "mixed", "motion+defocus"),
+    # pure defocus likely, but so is pure motion: both networks
+    ([0.00, 0.30, 0.06, 0.64], "mixed", "motion+defocus"),
     # mixed beyond doubt (long motion under defocus), though pure motion is no likelier than pure defocus
     ([0.00, 0.02, 0.00, 0.98], "mixed", "motion+defocus"),
     # labelled in focus: left as it is, even with the blurred classes together above one half
@@ -41,13 +46,14 @@ def test_decide_one_tile(probabilities: list[float], label: str, action: str) ->
 
 
 def test_decide_a_grid_cell_by_cell() -> None:
-    # every case in one (3, 4, 4) grid, in an order that differs from the list: each cell gets its own decision
+    # every case in one (2, 7, 4) grid, in an order that differs from the list: each cell gets its own decision
+    assert len(CASES) == 14
     order = np.random.default_rng(0).permutation(len(CASES))
-    grid = np.array([CASES[i][0] for i in order], dtype=np.float32).reshape(3, 4, len(LABELS))
+    grid = np.array([CASES[i][0] for i in order], dtype=np.float32).reshape(2, 7, len(LABELS))
     labels, actions = decide(grid)
-    assert labels.shape == actions.shape == (3, 4)
+    assert labels.shape == actions.shape == (2, 7)
     assert labels.dtype == actions.dtype == np.int8
-    for cell, i in zip(np.ndindex(3, 4), order, strict=True):
+    for cell, i in zip(np.ndindex(2, 7), order, strict=True):
         assert LABELS[int(labels[cell])] == CASES[i][1]
         assert ACTIONS[int(actions[cell])] == CASES[i][2]
 

@@ -356,6 +356,10 @@ def test_fingerprint_names_the_routing_rule(sample: Path, monkeypatch: pytest.Mo
     from wsi_deblur import pipeline
 
     before = pipeline._fingerprint(sample, RunOptions(), 0.5, "m-1")
-    assert before["routing"] == {"plausible_probability": pipeline.PLAUSIBLE_PROBABILITY}
+    assert before["routing"] == {"plausible_probability": pipeline.PLAUSIBLE_PROBABILITY,
+                                 "defocus_alone_probability": pipeline.DEFOCUS_ALONE_PROBABILITY}
     monkeypatch.setattr(pipeline, "PLAUSIBLE_PROBABILITY", 0.2)
+    assert pipeline._fingerprint(sample, RunOptions(), 0.5, "m-1") != before
+    monkeypatch.undo()
+    monkeypatch.setattr(pipeline, "DEFOCUS_ALONE_PROBABILITY", 0.5)
     assert pipeline._fingerprint(sample, RunOptions(), 0.5, "m-1") != before

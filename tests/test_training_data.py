@@ -209,10 +209,25 @@ def test_classification_set_is_balanced_and_labelled_by_the_class_definitions() 
     assert all(abs(p["z_dof"]) <= 0.5 and p["motion_px"] <= 2.0 for p in focus)
     assert any(p["motion_px"] > 0.5 for p in focus)  # in focus includes a little motion
     far = [p for p in params if p["label"] in ("defocus", "mixed")]
-    assert all(1.0 <= abs(p["z_dof"]) <= 4.0 for p in far)
+    assert all(1.0 <= abs(p["z_dof"]) <= 6.0 for p in far)
     moving = [p for p in params if p["label"] in ("motion", "mixed")]
     assert all(5.0 <= p["motion_px"] <= 40.0 for p in moving)
     assert any(p["z_dof"] < 0 for p in far) and any(p["z_dof"] > 0 for p in far)
+
+
+def test_classification_set_moves_half_its_tiles_along_a_stage_axis() -> None:
+    _, _, _, params = data.classification_set(160, 16, seed=1, n_psfs=4)
+    moving = np.array([p["motion_angle"] for p in params if p["label"] in ("motion", "mixed")])
+    assert len(moving) == 80
+    # distance in degrees to the nearest axis (0, 90, 180, ...)
+    off_axis = np.abs((moving + 45.0) % 90.0 - 45.0)
+    near = off_axis <= data.AXIS_MOTION_JITTER_DEG
+    # half along an axis, plus the random half's own share near one (10 of 90 degrees)
+    expected = data.AXIS_MOTION_FRACTION + (1 - data.AXIS_MOTION_FRACTION) * 2 * data.AXIS_MOTION_JITTER_DEG / 90
+    assert abs(near.mean() - expected) < 0.15
+    assert off_axis.max() > 20.0  # the other half moves at any angle
+    far = [abs(p["z_dof"]) for p in params if p["label"] in ("defocus", "mixed")]
+    assert max(far) > 4.0  # defocus beyond the evaluation grid's 4 DOF
 
 
 def test_log_uniform_draws_weigh_each_octave_alike() -> None:

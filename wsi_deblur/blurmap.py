@@ -20,10 +20,14 @@ _LABEL_ACTION = {label: ACTION_STEPS.index(steps) for label, steps in STEPS.item
 DEFAULT_MIN_BLUR_PROBABILITY = 0.5
 #: A class probability at which the classifier's call counts as plausible when routing a blurred tile
 #: (:func:`decide`): a tile called motion on which mixed blur is plausible also gets DL_defocus; a tile called mixed
-#: on which pure motion is not plausible but pure defocus is gets DL_defocus alone. Chosen on training-split tiles
-#: and checked on held-out ones (``benchmarks/mixed_route.py``; the figures are in README, "Routing blurred
-#: tiles").
+#: on which pure motion is not plausible goes on to the test of :data:`DEFOCUS_ALONE_PROBABILITY`.
 PLAUSIBLE_PROBABILITY = 0.05
+#: Probability of pure defocus at which a tile called mixed, on which pure motion is not plausible, gets DL_defocus
+#: alone. Both thresholds were chosen on training-split tiles and checked on held-out ones
+#: (``benchmarks/mixed_route.py``; the figures are in README, "Routing blurred tiles"). This one is higher than
+#: plain plausibility because a classifier trained on defocus up to 6 DOF gives pure defocus 5-25% on strong
+#: defocus under a long motion too, which both networks restore better.
+DEFOCUS_ALONE_PROBABILITY = 0.25
 
 
 def decide(probabilities: np.ndarray, min_blur_probability: float = DEFAULT_MIN_BLUR_PROBABILITY) -> tuple[
@@ -39,10 +43,10 @@ def decide(probabilities: np.ndarray, min_blur_probability: float = DEFAULT_MIN_
 
     * motion, with mixed plausible: DL_motion, then DL_defocus. Defocus of about 1 DOF under a long motion is
       often called motion; DL_defocus after DL_motion restores it better, and pure motion no worse.
-    * mixed, with pure motion not plausible and pure defocus plausible: DL_defocus alone. Strong defocus, alone
-      or under a short motion, looks the same either way and is often called mixed; there DL_motion fits a
-      motion PSF to what is mostly a disc, and DL_defocus alone restores it better. Under a long motion the
-      classifier gives pure defocus next to nothing, and both networks run.
+    * mixed, with pure motion not plausible and pure defocus at :data:`DEFOCUS_ALONE_PROBABILITY` or more:
+      DL_defocus alone. Strong defocus, alone or under a short motion, looks the same either way and is often
+      called mixed; there DL_motion fits a motion PSF to what is mostly a disc, and DL_defocus alone restores it
+      better. Under a long motion the classifier gives pure defocus less, and both networks run.
     """
     p = np.asarray(probabilities, dtype=np.float32)
     labels = np.argmax(p, axis=-1).astype(np.int8)
@@ -52,7 +56,8 @@ def decide(probabilities: np.ndarray, min_blur_probability: float = DEFAULT_MIN_
     plausible = p >= np.float32(PLAUSIBLE_PROBABILITY)
     motion, mixed, defocus = (LABELS.index(name) for name in ("motion", "mixed", "defocus"))
     route = np.where((route == motion) & plausible[..., mixed], mixed, route)
-    route = np.where((route == mixed) & ~plausible[..., motion] & plausible[..., defocus], defocus, route)
+    defocus_alone = ~plausible[..., motion] & (p[..., defocus] >= np.float32(DEFOCUS_ALONE_PROBABILITY))
+    route = np.where((route == mixed) & defocus_alone, defocus, route)
     action_of = np.array([_LABEL_ACTION[name] for name in LABELS], dtype=np.int8)
     restore = (labels != 0) & (blurred >= min_blur_probability)
     actions = np.where(restore, action_of[route], 0).astype(np.int8)
