@@ -60,6 +60,8 @@ def main() -> None:
     parser.add_argument("--grid", type=int, default=0, metavar="N",
                         help="also the evaluation grid at N crops per source (the README's figure: 4) [0: no]")
     args = parser.parse_args()
+    if args.grid < 0:
+        parser.error(f"--grid takes a number of crops per source, 0 or more, got {args.grid}")
     n = CLASSIFY_PER_CLASS * len(LABELS)
     tiles, labels, mpps, _ = data.classification_set(
         n, DEFAULT_SIZE, args.seed, split=SPLIT, n_psfs=n // CLASSIFY_TILES_PER_PSF

@@ -352,14 +352,16 @@ def test_classification_tasks_grow_with_the_slide_and_keep_every_worker_busy() -
 
 
 def test_fingerprint_names_the_routing_rule(sample: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A work folder holds tiles routed by one rule: a run under another threshold must not resume it."""
-    from wsi_deblur import pipeline
+    """A work folder holds tiles routed by one rule: under thresholds that route a tile otherwise, a run gets
+    another fingerprint and does not resume it."""
+    from wsi_deblur import blurmap, pipeline
 
+    tile = np.array([[0.0, 0.30, 0.01, 0.69]], dtype=np.float32)  # mixed, pure defocus at 0.30
     before = pipeline._fingerprint(sample, RunOptions(), 0.5, "m-1")
-    assert before["routing"] == {"plausible_probability": pipeline.PLAUSIBLE_PROBABILITY,
-                                 "defocus_alone_probability": pipeline.DEFOCUS_ALONE_PROBABILITY}
-    monkeypatch.setattr(pipeline, "PLAUSIBLE_PROBABILITY", 0.2)
-    assert pipeline._fingerprint(sample, RunOptions(), 0.5, "m-1") != before
-    monkeypatch.undo()
-    monkeypatch.setattr(pipeline, "DEFOCUS_ALONE_PROBABILITY", 0.5)
-    assert pipeline._fingerprint(sample, RunOptions(), 0.5, "m-1") != before
+    route = blurmap.decide(tile)[1]
+    for name, value in (("DEFOCUS_ALONE_PROBABILITY", 0.5), ("PLAUSIBLE_PROBABILITY", 0.005)):
+        with monkeypatch.context() as m:
+            m.setattr(blurmap, name, value)
+            assert blurmap.decide(tile)[1] != route  # the threshold decides this tile's networks
+            assert pipeline._fingerprint(sample, RunOptions(), 0.5, "m-1") != before
+    assert pipeline._fingerprint(sample, RunOptions(), 0.5, "m-1") == before

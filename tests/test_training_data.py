@@ -226,8 +226,16 @@ def test_classification_set_moves_half_its_tiles_along_a_stage_axis() -> None:
     expected = data.AXIS_MOTION_FRACTION + (1 - data.AXIS_MOTION_FRACTION) * 2 * data.AXIS_MOTION_JITTER_DEG / 90
     assert abs(near.mean() - expected) < 0.15
     assert off_axis.max() > 20.0  # the other half moves at any angle
-    far = [abs(p["z_dof"]) for p in params if p["label"] in ("defocus", "mixed")]
-    assert max(far) > 4.0  # defocus beyond the evaluation grid's 4 DOF
+    assert np.all((moving >= 0.0) & (moving < 180.0))
+
+
+def test_classification_set_defocus_reaches_past_the_evaluation_grid() -> None:
+    # 40 PSFs, 20 of them defocused, log-uniform over 1-6 DOF: one in four lies beyond the grid's 4 DOF
+    assert data.CLASSIFY_Z_DOF == (1.0, 6.0)
+    _, _, _, params = data.classification_set(80, 16, seed=1, n_psfs=40)
+    far = np.array([abs(p["z_dof"]) for p in params if p["label"] in ("defocus", "mixed")])
+    assert far.min() >= 1.0 and far.max() <= 6.0
+    assert far.max() > 4.0
 
 
 def test_log_uniform_draws_weigh_each_octave_alike() -> None:

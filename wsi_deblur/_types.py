@@ -28,8 +28,9 @@ class BlurPrediction:
     label: str
     probabilities: dict[str, float] = field(default_factory=dict)
     #: The route :func:`wsi_deblur.blurmap.decide` gives the probabilities: the label's, except where the
-    #: classifier finds another class plausible (mixed blur without visible motion: ("defocus",); motion that
-    #: may be mixed: ("motion", "defocus")); empty when the image is left as it is. None: not decided.
+    #: classifier finds another class plausible (mixed blur without visible motion and with pure defocus likely
+    #: enough, :data:`~wsi_deblur.blurmap.DEFOCUS_ALONE_PROBABILITY`: ("defocus",); motion that may be mixed:
+    #: ("motion", "defocus")); empty when the image is left as it is. None: not decided.
     route: tuple[str, ...] | None = None
 
     @property

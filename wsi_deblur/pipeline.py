@@ -23,9 +23,10 @@ import numpy as np
 from distributed import Client, Future
 from rich.progress import Progress
 
+from . import blurmap as routing
 from ._types import OutputError, SlideError, UsageError
 from ._version import __version__
-from .blurmap import DEFOCUS_ALONE_PROBABILITY, PLAUSIBLE_PROBABILITY, BlurMap
+from .blurmap import BlurMap
 from .cluster import dask_client
 from .methods import method_info
 from .passes import build_pyramid, classify_slide, progress_display, restore_slide
@@ -222,8 +223,8 @@ def _fingerprint(slide: Path, options: RunOptions, mpp: float, method_version: s
     return {
         "input": input_identity(slide), "mpp": mpp, "options": steering,
         "method_version": method_version, "software": __version__,
-        "routing": {"plausible_probability": PLAUSIBLE_PROBABILITY,
-                    "defocus_alone_probability": DEFOCUS_ALONE_PROBABILITY},
+        "routing": {"plausible_probability": routing.PLAUSIBLE_PROBABILITY,
+                    "defocus_alone_probability": routing.DEFOCUS_ALONE_PROBABILITY},
     }
 
 

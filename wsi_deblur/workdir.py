@@ -3,7 +3,8 @@
 The folder holds the working OME-Zarr (or, when every output is a plain TIFF written from the input slide, the
 restored blocks as raw images under ``restored/``), the blur map, one marker file per finished block and
 ``fingerprint.json``
-(input path, size and mtime; the options that change pixels; method and software versions). A run started again
+(input path, size and mtime; the options that change pixels; method and software versions; the routing
+thresholds of :func:`wsi_deblur.blurmap.decide`). A run started again
 with the same fingerprint picks up where the last one stopped; a different fingerprint is refused unless the
 caller asks to restart (``--restart``), which throws the partial work away.
 """

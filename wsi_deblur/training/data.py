@@ -92,8 +92,9 @@ UNDER_DEFOCUS_STILL_FRACTION = 0.3
 #: JPEG qualities of the classification tiles (DESIGN.md's evaluation range).
 CLASSIFY_JPEG = (80, 95)
 #: Defocus |z| in DOF and motion in px of the blurred classification tiles, both drawn log-uniformly (blur acts
-#: on a log scale): the mildest blur of each class, where it is hardest to tell from in focus, gets about a
-#: quarter of its class (uniform draws gave it one in six, and a 5 px motion at 20x went unseen). Defocus goes
+#: on a log scale): the mildest blur of each class, where it is hardest to tell from in focus, gets a good share
+#: of its class, 1-1.5 DOF about a quarter of the defocused tiles and 5-10 px a third of the moving ones (uniform
+#: draws gave 5-10 px one in seven, and a 5 px motion at 20x went unseen). Defocus goes
 #: to 6 DOF, past the evaluation grid's 4: the defocus class has no upper bound, a fold can lie 10 um off focus
 #: at 20x (6 DOF), and when training stopped at 4 DOF the classifier learnt "blurrier than any defocus tile" as
 #: the sign of mixed blur and called 4 DOF of pure defocus mixed, instead of looking for the streak motion adds.
@@ -249,7 +250,7 @@ def classification_set(
                 motion = _log_uniform(rng, CLASSIFY_MOTION_PX)
                 if rng.random() < AXIS_MOTION_FRACTION:
                     jitter = rng.uniform(-AXIS_MOTION_JITTER_DEG, AXIS_MOTION_JITTER_DEG)
-                    angle = float(90.0 * rng.integers(2) + jitter)
+                    angle = float((90.0 * rng.integers(2) + jitter) % 180.0)
             mpp = psf.optics.mpp
         tile, _, p = _sample(rng, srcs, size, mpp, psf, motion, angle, jpeg)
         if p["label"] != label:
