@@ -223,7 +223,7 @@ class _Draw:
         z_dof, motion_px, angle = self.blur
         optics = self.crop.optics
         return physics.degrade(self.crop.rgb, optics, z_dof * optics.dof_um, motion_px, angle, noise=True,
-                               jpeg_quality=self.jpeg, rng=np.random.default_rng(list(self.key)))
+                               jpeg_quality=self.jpeg, rng=_key(*self.key))
 
 
 def _measure(draw: _Draw, methods: dict[str, Method], size: int) -> dict[str, Any]:
