@@ -88,10 +88,14 @@ class ClassicalMethod:
 
     def restore(self, image: np.ndarray, steps: tuple[str, ...], mpp: float, margin: int = 0) -> np.ndarray:
         """Deconvolve ``image`` (RGB uint8) for each step in order ("motion", "defocus"); same shape, uint8.
-        ``margin`` is not used: every pixel needs the Wiener filter's reach, and one FFT covers the whole image.
 
         Each step estimates its PSF on the central part of the current image, then applies the Wiener filter
         in linear light. No steps: the image comes back unchanged (a copy).
+
+        ``margin``: pixels along each border whose output the caller discards. The Wiener filter still runs over
+        them (every pixel needs its reach, and one FFT covers the whole image), but the PSFs are estimated inside
+        them: past an image's edge the context is the image mirrored, and a mirror turns motion at 45 degrees
+        into motion at 135, so a small image's estimate would follow its mirror images.
         """
         _check_rgb(image, 3, "restore")
         _check_mpp(mpp, "restore")
@@ -104,5 +108,5 @@ class ClassicalMethod:
             return image.copy()
         lin = np.take(_TO_LINEAR, image)  # a look-up: np.take is faster than fancy indexing here
         for step in steps:
-            lin = np.clip(_restore_step(lin, step), 0.0, 1.0)
+            lin = np.clip(_restore_step(lin, step, int(margin)), 0.0, 1.0)
         return _to_srgb(lin)

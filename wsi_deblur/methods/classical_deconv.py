@@ -279,10 +279,21 @@ def _step_reach() -> dict[str, int]:
     return {"motion": motion, "defocus": _reach(_disc_psf(max(_DEFOCUS_RADII)))}
 
 
-def _restore_step(lin: np.ndarray, step: str) -> np.ndarray:
-    """One deconvolution step on a linear-light RGB image."""
+def _inside(image: np.ndarray, margin: int) -> np.ndarray:
+    """``image`` without ``margin`` px along each border, or its central :data:`_BLOCK` px along a side where
+    less than that would be left (the Welch spectrum needs one block)."""
+    h, w = image.shape[:2]
+    keep_h = min(h, max(h - 2 * margin, _BLOCK))
+    keep_w = min(w, max(w - 2 * margin, _BLOCK))
+    y0, x0 = (h - keep_h) // 2, (w - keep_w) // 2
+    return image[y0 : y0 + keep_h, x0 : x0 + keep_w]
+
+
+def _restore_step(lin: np.ndarray, step: str, margin: int = 0) -> np.ndarray:
+    """One deconvolution step on a linear-light RGB image; its PSF is estimated inside ``margin`` (context that
+    may have been mirrored past an image's edge: a mirror turns a motion at 45 degrees into one at 135)."""
     gray = (0.2126 * lin[..., 0] + 0.7152 * lin[..., 1] + 0.0722 * lin[..., 2]).astype(np.float32)
-    power = _estimate_spectrum(gray)
+    power = _estimate_spectrum(_inside(gray, margin))
     if step == "motion":
         fit = _fit_bank(power, _motion_bank())
         length = _MOTION_LENGTHS[fit.index // len(_MOTION_ANGLES)]

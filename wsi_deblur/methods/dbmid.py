@@ -150,14 +150,14 @@ class DBMIDMethod:
         networks in turn.
 
         ``margin``: pixels along each border whose output the caller discards (its context, at most the route's
-        :meth:`halo`). The prestep still sees all of them, but the networks skip all but their receptive field
-        (a multiple of :attr:`align`, so that the stride-2 grid stays where it was); the skipped border comes
-        back as the prestep's output (or the input). For scattered 512 px tiles this skips over half of the
-        network's pixels.
+        :meth:`halo`). The prestep still filters all of them (its PSF estimated inside them), but the networks
+        skip all but their receptive field (a multiple of :attr:`align`, so that the stride-2 grid stays where
+        it was); the skipped border comes back as the prestep's output (or the input). For scattered 512 px
+        tiles this skips over half of the network's pixels.
         """
         out = np.asarray(image)
         if steps and self.restorer(steps[0]).config.prestep:
-            out = prestep(out, steps[0], mpp)
+            out = prestep(out, steps[0], mpp, margin)
         h, w = out.shape[:2]
         skip = max(0, int(margin) - len(steps) * self._network_radius(mpp)) // self.align * self.align
         skip = min(skip, (min(h, w) - 1) // 2 // self.align * self.align)
@@ -184,12 +184,13 @@ class DBMIDMethod:
         return np.clip(np.rint(y * 255.0), 0, 255).astype(np.uint8)
 
 
-def prestep(image: np.ndarray, step: str, mpp: float) -> np.ndarray:
+def prestep(image: np.ndarray, step: str, mpp: float, margin: int = 0) -> np.ndarray:
     """The classical blind Wiener step of kind ``step`` ("motion", "defocus") that a restorer with
-    ``prestep="wiener"`` refines (also how its training inputs are made)."""
+    ``prestep="wiener"`` refines (also how its training inputs are made); its PSF is estimated inside
+    ``margin`` (see :meth:`.ClassicalMethod.restore`)."""
     from .classical import ClassicalMethod
 
-    return ClassicalMethod().restore(np.asarray(image, dtype=np.uint8), (step,), mpp)
+    return ClassicalMethod().restore(np.asarray(image, dtype=np.uint8), (step,), mpp, margin=margin)
 
 
 def _prestep_reach(step: str) -> int:
