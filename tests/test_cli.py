@@ -147,6 +147,33 @@ def test_classify_and_restore_single_images(tmp_path: Path, tiles_dir: Path) -> 
             np.testing.assert_array_equal(np.asarray(a.convert("RGB")), np.asarray(b))
 
 
+def test_single_image_at_the_pixel_size_its_file_states(tmp_path: Path, tiles_dir: Path) -> None:
+    """A 40x image (0.25 um/px) in focus: read at the pixel size its PNG states it is left alone; read at the
+    0.5 um/px assumed for a file that states none, it looks blurred and is restored."""
+    from wsi_deblur import physics
+    from wsi_deblur.image_files import dpi
+
+    with Image.open(tiles_dir / "medium-nuclei-score-level0.png") as im:
+        crop = im.convert("RGB").crop((300, 200, 492, 392)).resize((384, 384), Image.Resampling.LANCZOS)
+    pixels = physics.degrade(np.asarray(crop), physics.SCANNER_40X, 0.0, rng=np.random.default_rng(1),
+                             jpeg_quality=90)
+    stated, plain = tmp_path / "40x.png", tmp_path / "plain.png"
+    Image.fromarray(pixels).save(stated, dpi=dpi(0.25))
+    Image.fromarray(pixels).save(plain)
+    code, stdout, stderr = _invoke("classify", "--json", str(stated), str(plain))
+    assert code == 0, stderr
+    results = [json.loads(line) for line in stdout.splitlines()]
+    assert [(r["mpp"], r["mpp_from"]) for r in results] == [(0.25, "from PNG pHYs"), (0.5, "assumed")]
+    assert results[0]["label"] == "in_focus" and results[1]["label"] != "in_focus", results
+    code, stdout, stderr = _invoke("restore", str(stated), "-o", str(tmp_path / "out.png"))
+    assert code == 0 and "in focus, unchanged" in stdout and "0.25 um/px, from PNG pHYs" in stdout, stdout + stderr
+    with Image.open(tmp_path / "out.png") as out:
+        np.testing.assert_array_equal(np.asarray(out), pixels)
+        assert out.info["dpi"][0] == pytest.approx(dpi(0.25)[0], rel=1e-3)  # the output states it too
+    code, stdout, _ = _invoke("restore", str(stated), "-o", str(tmp_path / "told.tif"), "--mpp", "0.5")
+    assert code == 0 and ": restored ->" in stdout and "0.5 um/px, --mpp" in stdout, stdout
+
+
 def test_module_entry_point_exit_code(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "wsi_deblur", "info", str(tmp_path / "nope.svs")],
                           capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from ._types import OutputError, UsageError
+from ._types import DEFAULT_MPP, OutputError, UsageError
 from ._version import __version__
 from .cli_errors import errors as _errors
 from .cli_models import evaluate, train
@@ -25,6 +25,7 @@ READERS = ("openslide", "tiffslide")
 METHOD_NAMES = ("dbmid", "classical")
 DEFAULT_METHOD = "dbmid"
 IMAGE_ENDINGS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+IMAGE_MPP_HELP = f"Pixel size in um/px [what the file states (OME-TIFF, TIFF, PNG, JPEG), else {DEFAULT_MPP}]."
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -166,12 +167,15 @@ def info(slide: Path, reader: str, as_json: bool) -> None:
             click.echo(f"{key}: {value}")
 
 
-def _read_image(path: Path) -> tuple[Any, str]:
-    """The 8-bit RGB pixels of a single image (transparency composited on white) and the mode its restored
-    version is written in: "L" for a greyscale image, else "RGB". Images of more than 8 bits per sample are
-    refused rather than cut down to 8 bits without a word."""
+def _read_image(path: Path) -> tuple[Any, str, tuple[float, str] | None]:
+    """The 8-bit RGB pixels of a single image (transparency composited on white), the mode its restored
+    version is written in ("L" for a greyscale image, else "RGB") and the pixel size the file states, with where
+    (:func:`.image_files.pixel_size`; None if it states none). Images of more than 8 bits per sample are refused
+    rather than cut down to 8 bits without a word."""
     import numpy as np
     from PIL import Image, UnidentifiedImageError
+
+    from .image_files import pixel_size
 
     if not path.exists():
         raise OSError(2, "no such file", str(path))
@@ -183,15 +187,26 @@ def _read_image(path: Path) -> tuple[Any, str]:
                 raise ValueError(f"{path}: {_sample_bits(opened)} image; classify and restore read 8 bits per "
                                  "sample (scale it to 8-bit RGB first)")
             opened.load()
+            stated = pixel_size(opened)
             image: Image.Image = opened
             grey = image.mode in ("1", "L", "LA")
             if image.mode in ("RGBA", "LA", "P"):
                 image = image.convert("RGBA")
                 white = Image.new("RGBA", image.size, (255, 255, 255, 255))
                 image = Image.alpha_composite(white, image)
-            return np.asarray(image.convert("RGB")), "L" if grey else "RGB"
+            return np.asarray(image.convert("RGB")), "L" if grey else "RGB", stated
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f"{path}: not an image this tool can read ({exc.__class__.__name__})") from None
+
+
+def _image_mpp(option: float | None, stated: tuple[float, str] | None) -> tuple[float, str]:
+    """The pixel size to classify and restore a single image at, and where it came from in words: ``--mpp``,
+    else what the file states, else :data:`DEFAULT_MPP` ("assumed")."""
+    if option is not None:
+        return float(option), "--mpp"
+    if stated is not None:
+        return stated[0], f"from {stated[1]}"
+    return DEFAULT_MPP, "assumed"
 
 
 def _raw_modes(image: Any) -> list[str]:
@@ -222,7 +237,7 @@ def _sample_bits(image: Any) -> str:
 
 @main.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--mpp", type=float, default=None, help="Pixel size in um/px [0.5].")
+@click.option("--mpp", type=float, default=None, help=IMAGE_MPP_HELP)
 @click.option("--method", type=click.Choice(METHOD_NAMES), default=DEFAULT_METHOD, show_default=True)
 @_precision_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per image.")
@@ -233,20 +248,23 @@ def classify(images: tuple[Path, ...], mpp: float | None, method: str, precision
     from .api import classify_image
 
     for path in images:
-        prediction = classify_image(_read_image(path)[0], mpp=mpp, method=method, precision=precision)
+        pixels, _, stated = _read_image(path)
+        used, where = _image_mpp(mpp, stated)
+        prediction = classify_image(pixels, mpp=used, method=method, precision=precision)
         if as_json:
             click.echo(json.dumps({"image": str(path), "label": prediction.label,
-                                   "probabilities": prediction.probabilities, "route": list(prediction.steps)}))
+                                   "probabilities": prediction.probabilities, "route": list(prediction.steps),
+                                   "mpp": used, "mpp_from": where}))
         else:
             probs = " ".join(f"{k}={v:.3f}" for k, v in prediction.probabilities.items())
             route = ", then ".join(f"DL_{step}" for step in prediction.steps) or "none"
-            click.echo(f"{path}: {prediction.label}  ({probs})  restore: {route}")
+            click.echo(f"{path}: {prediction.label}  ({probs})  restore: {route}  [{used:g} um/px, {where}]")
 
 
 @main.command()
 @click.argument("image", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Restored image file.")
-@click.option("--mpp", type=float, default=None, help="Pixel size in um/px [0.5].")
+@click.option("--mpp", type=float, default=None, help=IMAGE_MPP_HELP)
 @click.option("--method", type=click.Choice(METHOD_NAMES), default=DEFAULT_METHOD, show_default=True)
 @_precision_option
 @click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
@@ -263,18 +281,23 @@ def restore(image: Path, output: Path, mpp: float | None, method: str, precision
     from PIL import Image
 
     from .api import restore_image
+    from .image_files import dpi
 
-    pixels, mode = _read_image(image)
-    result = restore_image(pixels, mpp=mpp, method=method, precision=precision)
+    pixels, mode, stated = _read_image(image)
+    used, where = _image_mpp(mpp, stated)
+    result = restore_image(pixels, mpp=used, method=method, precision=precision)
     tmp = output.with_name(output.name + ".partial" + output.suffix)
+    jpeg = output.suffix.lower() in (".jpg", ".jpeg")
+    options: dict[str, Any] = {"quality": 95} if jpeg else {}
+    if where != "assumed" and not (jpeg and dpi(used)[0] > 65535):  # JFIF holds 16 bits of density
+        options["dpi"] = dpi(used)  # the output states the pixel size it was restored at
     try:
-        written = Image.fromarray(result).convert(mode)
-        written.save(tmp, quality=95) if output.suffix.lower() in (".jpg", ".jpeg") else written.save(tmp)
+        Image.fromarray(result).convert(mode).save(tmp, **options)
         tmp.replace(output)
     finally:
         tmp.unlink(missing_ok=True)
     changed = bool((result != pixels).any())
-    click.echo(f"{image}: {'restored' if changed else 'in focus, unchanged'} -> {output}")
+    click.echo(f"{image}: {'restored' if changed else 'in focus, unchanged'} -> {output}  [{used:g} um/px, {where}]")
 
 
 @main.command()

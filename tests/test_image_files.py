@@ -1,0 +1,67 @@
+"""The pixel size single image files state: OME-TIFF, TIFF description and tags, PNG pHYs, JPEG JFIF."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from wsi_deblur.image_files import dpi, pixel_size
+
+OME = (
+    '<?xml version="1.0" encoding="UTF-8"?>'
+    '<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06"><Image ID="Image:0">'
+    '<Pixels ID="Pixels:0" DimensionOrder="XYCZT" Type="uint8" SizeX="8" SizeY="8" SizeC="3" SizeZ="1" SizeT="1" '
+    'PhysicalSizeX="{value}" PhysicalSizeXUnit="{unit}" PhysicalSizeY="{value}" PhysicalSizeYUnit="{unit}"/>'
+    "</Image></OME>"
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "expected", "where"),
+    [
+        ("a.png", {"dpi": dpi(0.25)}, 0.25, "PNG pHYs"),
+        ("b.jpg", {"dpi": dpi(0.5)}, 0.5, "JPEG"),
+        ("c.tif", {"tiffinfo": {282: 40000.0, 283: 40000.0, 296: 3}}, 0.25, "TIFF resolution"),  # per cm
+        ("d.tif", {"dpi": dpi(0.4976)}, 0.4976, "TIFF resolution"),
+        ("e.tif", {"description": "Aperio Image Library v12.0.15 |AppMag = 40|MPP = 0.2520|"}, 0.252, "MPP"),
+        ("f.ome.tif", {"description": OME.format(value=250, unit="nm")}, 0.25, "OME"),
+    ],
+)
+def test_stated_pixel_size_is_read(tmp_path: Path, name: str, options: dict, expected: float, where: str) -> None:
+    path = tmp_path / name
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(path, **options)
+    with Image.open(path) as image:
+        found = pixel_size(image)
+    assert found is not None and found[0] == pytest.approx(expected, rel=1e-3) and where in found[1], found
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("plain.png", {}),
+        ("screen.png", {"dpi": (96, 96)}),  # a placeholder: 265 um/px is no microscope's pixel
+        ("print.jpg", {"dpi": (300, 300)}),
+        ("plain.tif", {}),  # Pillow writes 1 dpi
+        ("broken.ome.tif", {"description": "<OME PhysicalSizeX="}),
+    ],
+)
+def test_placeholder_or_missing_resolution_states_nothing(tmp_path: Path, name: str, options: dict) -> None:
+    path = tmp_path / name
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(path, **options)
+    with Image.open(path) as image:
+        assert pixel_size(image) is None
+
+
+def test_ome_description_in_utf8_wins_over_placeholder_tags(tmp_path: Path) -> None:
+    """OME-XML written as UTF-8 ("µm"), as OME-TIFF writers do, beside a placeholder resolution of 72 dpi."""
+    import tifffile
+
+    path = tmp_path / "g.ome.tif"
+    tifffile.imwrite(path, np.zeros((8, 8, 3), dtype=np.uint8), photometric="rgb", metadata=None,
+                     description=OME.format(value=0.5, unit="µm").encode("utf-8"), resolution=(72, 72),
+                     resolutionunit="INCH")
+    with Image.open(path) as image:
+        assert pixel_size(image) == (0.5, "OME PhysicalSizeX")
