@@ -32,5 +32,7 @@ class Method(Protocol):
 
     def restore(self, image: np.ndarray, steps: tuple[str, ...], mpp: float, margin: int = 0) -> np.ndarray:
         """Apply restoration ``steps`` (e.g. ("motion", "defocus")) to an RGB uint8 image; same shape/dtype.
-        ``margin``: pixels along each border that the caller discards (a method may leave them unrestored)."""
+        ``margin``: pixels along each border that the caller discards (a method may leave them unrestored). They
+        are context, and past an image's edge a mirror of it: a method that estimates the blur from the image
+        does so inside them."""
         ...
