@@ -170,6 +170,8 @@ def test_single_image_at_the_pixel_size_its_file_states(tmp_path: Path, tiles_di
     with Image.open(tmp_path / "out.png") as out:
         np.testing.assert_array_equal(np.asarray(out), pixels)
         assert out.info["dpi"][0] == pytest.approx(dpi(0.25)[0], rel=1e-3)  # the output states it too
+    code, _, stderr = _invoke("restore", str(stated), "-o", str(tmp_path / "bad.png"), "--mpp", "0.00001")
+    assert code == 2 and "--mpp" in stderr and not (tmp_path / "bad.png").exists(), stderr
     code, stdout, _ = _invoke("restore", str(stated), "-o", str(tmp_path / "told.tif"), "--mpp", "0.5")
     assert code == 0 and ": restored ->" in stdout and "0.5 um/px, --mpp" in stdout, stdout
 

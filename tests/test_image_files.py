@@ -65,3 +65,40 @@ def test_ome_description_in_utf8_wins_over_placeholder_tags(tmp_path: Path) -> N
                      resolutionunit="INCH")
     with Image.open(path) as image:
         assert pixel_size(image) == (0.5, "OME PhysicalSizeX")
+
+
+def test_unreadable_resolution_tag_does_not_stop_the_image(tmp_path: Path) -> None:
+    """An XResolution stored as text: the image is read, and a pixel size elsewhere in the file still counts."""
+    from PIL import TiffImagePlugin
+
+    tags = TiffImagePlugin.ImageFileDirectory_v2()
+    tags[282] = "abc"
+    tags.tagtype[282] = 2  # ASCII
+    tags[296] = 2
+    pixels = Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8))
+    pixels.save(tmp_path / "text.tif", tiffinfo=tags)
+    pixels.save(tmp_path / "text-mpp.tif", tiffinfo=tags, description="Aperio |MPP = 2.5e-01|")
+    with Image.open(tmp_path / "text.tif") as image:
+        assert image.tag_v2.get(282) == "abc" and pixel_size(image) is None
+    with Image.open(tmp_path / "text-mpp.tif") as image:
+        assert pixel_size(image) == (0.25, "the TIFF description's MPP")
+
+
+def test_ome_pixel_size_is_the_first_image_s(tmp_path: Path) -> None:
+    """A later image of an OME file (a label, an overview) does not lend the first its pixel size."""
+    first = '<Image ID="Image:0"><Pixels ID="Pixels:0" Type="uint8" SizeX="8" SizeY="8"/></Image>'
+    second = '<Image ID="Image:1"><Pixels ID="Pixels:1" Type="uint8" SizeX="8" SizeY="8" PhysicalSizeX="0.25"/></Image>'
+    xml = f'<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06">{first}{second}</OME>'
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "two.ome.tif", description=xml)
+    with Image.open(tmp_path / "two.ome.tif") as image:
+        assert pixel_size(image) is None
+
+
+@pytest.mark.parametrize("mpp", [0.25, 0.5])
+def test_jpeg_keeps_a_40x_pixel_size_in_exif(tmp_path: Path, mpp: float) -> None:
+    """JFIF's density holds 16 bits (65535 dpi is 0.39 um/px): finer pixel sizes go into EXIF, per centimetre."""
+    from wsi_deblur.image_files import resolution
+
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "x.jpg", **resolution(mpp, jpeg=True))
+    with Image.open(tmp_path / "x.jpg") as image:
+        assert pixel_size(image) == (mpp, "the JPEG's resolution")

@@ -10,6 +10,10 @@ LABELS: tuple[str, ...] = ("in_focus", "defocus", "motion", "mixed")
 #: Pixel size (um/px) the API assumes when the caller gives none.
 DEFAULT_MPP = 0.5
 
+#: Plausible pixel sizes (um/px) for a slide at level 0 or a single image: from 100x oil (~0.05) to a 1x
+#: overview (~20).
+MPP_RANGE = (0.05, 20.0)
+
 #: Restoration steps per class (DBMID, the true class's route): mixed blur is deblurred for motion first, then
 #: defocus. The policy follows them except where the classifier finds another class plausible
 #: (:func:`wsi_deblur.blurmap.decide`).

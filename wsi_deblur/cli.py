@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from ._types import DEFAULT_MPP, OutputError, UsageError
+from ._types import DEFAULT_MPP, MPP_RANGE, OutputError, UsageError
 from ._version import __version__
 from .cli_errors import errors as _errors
 from .cli_models import evaluate, train
@@ -203,6 +203,8 @@ def _image_mpp(option: float | None, stated: tuple[float, str] | None) -> tuple[
     """The pixel size to classify and restore a single image at, and where it came from in words: ``--mpp``,
     else what the file states, else :data:`DEFAULT_MPP` ("assumed")."""
     if option is not None:
+        if not MPP_RANGE[0] <= option <= MPP_RANGE[1]:
+            raise UsageError(f"--mpp {option} is not a plausible pixel size ({MPP_RANGE[0]} to {MPP_RANGE[1]} um/px)")
         return float(option), "--mpp"
     if stated is not None:
         return stated[0], f"from {stated[1]}"
@@ -281,7 +283,7 @@ def restore(image: Path, output: Path, mpp: float | None, method: str, precision
     from PIL import Image
 
     from .api import restore_image
-    from .image_files import dpi
+    from .image_files import resolution
 
     pixels, mode, stated = _read_image(image)
     used, where = _image_mpp(mpp, stated)
@@ -289,8 +291,8 @@ def restore(image: Path, output: Path, mpp: float | None, method: str, precision
     tmp = output.with_name(output.name + ".partial" + output.suffix)
     jpeg = output.suffix.lower() in (".jpg", ".jpeg")
     options: dict[str, Any] = {"quality": 95} if jpeg else {}
-    if where != "assumed" and not (jpeg and dpi(used)[0] > 65535):  # JFIF holds 16 bits of density
-        options["dpi"] = dpi(used)  # the output states the pixel size it was restored at
+    if where != "assumed":
+        options.update(resolution(used, jpeg))  # the output states the pixel size it was restored at
     try:
         Image.fromarray(result).convert(mode).save(tmp, **options)
         tmp.replace(output)

@@ -1,38 +1,62 @@
-"""The pixel size a single image file states (PNG, TIFF, OME-TIFF, JPEG), for ``classify`` and ``restore``.
+"""The pixel size a single image file states (PNG, TIFF, OME-TIFF, JPEG, BMP), for ``classify`` and ``restore``.
 
 A slide carries its pixel size and the slide readers use it; a single image exported from a scanner or a viewer
 often carries it too: OME-XML ``PhysicalSizeX`` in an OME-TIFF, an Aperio-style ``MPP = 0.2520`` in a TIFF's
-description, the TIFF resolution tags, a PNG's ``pHYs`` chunk, a JPEG's JFIF density. The classifier's
-verdict depends on it: a 40x image (0.25 um/px) read as 0.5 um/px looks softer than in-focus tissue at 0.5 and is
-called defocused. Many files carry a placeholder instead (72, 96 or 300 dpi is 85-350 um/px): values outside
-:data:`PLAUSIBLE_MPP` are not pixel sizes of a microscope and are ignored.
+description, the TIFF resolution tags, a PNG's ``pHYs`` chunk, a JPEG's JFIF density or EXIF resolution. The
+classifier's verdict depends on it: a 40x image (0.25 um/px) read as 0.5 um/px looks softer than in-focus tissue
+at 0.5 and is called blurred. Many files carry a placeholder instead (72, 96 or 300 dpi is 85-350 um/px):
+values outside :data:`.MPP_RANGE` are not pixel sizes of a microscope and are ignored, as is metadata that
+cannot be read (a file's pixels do not depend on it).
 """
 
 from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from typing import Any
 
-#: Pixel sizes (um/px) a brightfield image of tissue can have: from oil-immersion 100x cameras to low-power
-#: overviews. A stated resolution outside this range is a placeholder, not a pixel size.
-PLAUSIBLE_MPP = (0.05, 10.0)
+from ._types import MPP_RANGE
 
 _UM_PER_INCH = 25400.0
 _UM_PER_CM = 10000.0
 #: OME length units in micrometres.
-_OME_UNITS = {"nm": 1e-3, "µm": 1.0, "um": 1.0, "\u03bcm": 1.0, "mm": 1e3, "cm": 1e4, "m": 1e6}
-_APERIO_MPP = re.compile(r"\bMPP\s*=\s*([0-9]*\.?[0-9]+)")
+_OME_UNITS = {"pm": 1e-6, "Å": 1e-4, "nm": 1e-3, "µm": 1.0, "\u03bcm": 1.0, "um": 1.0, "mm": 1e3, "cm": 1e4, "m": 1e6}
+_NUMBER = r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
+_APERIO_MPP = re.compile(r"\bMPP\s*=\s*" + _NUMBER)
 _TIFF_DESCRIPTION, _TIFF_XRES, _TIFF_UNIT = 270, 282, 296
+#: EXIF resolution tags (the TIFF numbers); JFIF's density field holds 16 bits, too few for 40x in dots per inch.
+_EXIF_XRES, _EXIF_YRES, _EXIF_UNIT = 0x011A, 0x011B, 0x0128
 
 
 def pixel_size(image: Any) -> tuple[float, str] | None:
     """The pixel size (um/px) a PIL image's file states, with where it was found in words, or None where it
-    states none that a microscope could have (see :data:`PLAUSIBLE_MPP`)."""
-    for found in (_from_description(image), _from_tiff_tags(image), _from_dpi(image)):
-        if found is not None and PLAUSIBLE_MPP[0] <= found[0] <= PLAUSIBLE_MPP[1]:
-            return found
+    states none that a microscope could have (see :data:`.MPP_RANGE`). Sources are tried in order: OME-XML or
+    an Aperio ``MPP =`` in a TIFF description, the TIFF resolution tags, the format's own resolution (PNG
+    ``pHYs``, JPEG JFIF or EXIF, BMP)."""
+    readers: tuple[Callable[[Any], tuple[float, str] | None], ...] = (_from_description, _from_tiff_tags, _from_dpi)
+    for read in readers:
+        try:
+            found = read(image)
+        except (ValueError, TypeError, ArithmeticError, KeyError, IndexError):
+            continue  # unreadable metadata states nothing
+        if found is not None and MPP_RANGE[0] <= found[0] <= MPP_RANGE[1]:
+            return float(f"{found[0]:.6g}"), found[1]  # written resolutions round-trip to 1e-8, not exactly
     return None
+
+
+def resolution(mpp: float, jpeg: bool = False) -> dict[str, Any]:
+    """Pillow ``save`` options that write the pixel size ``mpp`` into a PNG, TIFF, BMP or JPEG file. A JPEG finer
+    than 0.39 um/px (65535 dpi) gets it in EXIF, per centimetre: JFIF's density has 16 bits."""
+    per_inch = _UM_PER_INCH / mpp
+    if not jpeg or round(per_inch) <= 0xFFFF:
+        return {"dpi": (per_inch, per_inch)}
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[_EXIF_UNIT] = 3
+    exif[_EXIF_XRES] = exif[_EXIF_YRES] = _UM_PER_CM / mpp
+    return {"exif": exif}
 
 
 def dpi(mpp: float) -> tuple[float, float]:
@@ -54,19 +78,16 @@ def _from_description(image: Any) -> tuple[float, str] | None:
 
 
 def _from_ome(text: str) -> tuple[float, str] | None:
+    """PhysicalSizeX of the first image's Pixels (later images of an OME file may be labels or overviews)."""
     try:
         root = ET.fromstring(text)
     except ET.ParseError:
         return None
-    for element in root.iter():
-        if element.tag.rsplit("}", 1)[-1] == "Pixels" and "PhysicalSizeX" in element.attrib:
-            scale = _OME_UNITS.get(_utf8(element.attrib.get("PhysicalSizeXUnit", "µm")))
-            try:
-                value = float(element.attrib["PhysicalSizeX"])
-            except ValueError:
-                return None
-            return (value * scale, "OME PhysicalSizeX") if scale is not None else None
-    return None
+    pixels = next((e for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    if pixels is None or "PhysicalSizeX" not in pixels.attrib:
+        return None
+    scale = _OME_UNITS.get(_utf8(pixels.attrib.get("PhysicalSizeXUnit", "µm")))
+    return (float(pixels.attrib["PhysicalSizeX"]) * scale, "OME PhysicalSizeX") if scale is not None else None
 
 
 def _utf8(text: str) -> str:
@@ -82,21 +103,16 @@ def _from_tiff_tags(image: Any) -> tuple[float, str] | None:
     tags = getattr(image, "tag_v2", None)
     if tags is None or _TIFF_XRES not in tags:
         return None
-    unit = tags.get(_TIFF_UNIT, 2)
-    per = {2: _UM_PER_INCH, 3: _UM_PER_CM}.get(int(unit))
-    resolution = float(tags[_TIFF_XRES])
-    if per is None or resolution <= 0:
+    per = {2: _UM_PER_INCH, 3: _UM_PER_CM}.get(int(tags.get(_TIFF_UNIT, 2)))
+    value = float(tags[_TIFF_XRES])
+    if per is None or not value > 0:
         return None
-    return per / resolution, "the TIFF resolution tags"
+    return per / value, "the TIFF resolution tags"
 
 
 def _from_dpi(image: Any) -> tuple[float, str] | None:
     if getattr(image, "tag_v2", None) is not None:
         return None  # a TIFF's resolution is read from its tags, with their unit
-    value = image.info.get("dpi")
-    try:
-        x = float(value[0])
-    except (TypeError, ValueError, IndexError):
-        return None
+    x = float(image.info["dpi"][0]) if "dpi" in image.info else 0.0
     kind = "PNG pHYs" if image.format == "PNG" else f"the {image.format or 'file'}'s resolution"
     return (_UM_PER_INCH / x, kind) if x > 0 else None

@@ -24,14 +24,14 @@ from distributed import Client, Future
 from rich.progress import Progress
 
 from . import blurmap as routing
-from ._types import OutputError, SlideError, UsageError
+from ._types import MPP_RANGE, OutputError, SlideError, UsageError
 from ._version import __version__
 from .blurmap import BlurMap
 from .cluster import dask_client
 from .methods import method_info
 from .passes import build_pyramid, classify_slide, progress_display, restore_slide
 from .report import write_report
-from .run_options import MPP_RANGE, OUTPUT_ENDINGS, RunOptions, output_kind
+from .run_options import OUTPUT_ENDINGS, RunOptions, output_kind
 from .slide import SlideSource, open_slide
 from .tasks import (
     SlideKey,

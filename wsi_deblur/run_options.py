@@ -6,7 +6,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._types import UsageError
+from ._types import MPP_RANGE, UsageError
 from .blurmap import DEFAULT_MIN_BLUR_PROBABILITY
 from .methods import DEFAULT_METHOD
 from .models.backend import PRECISIONS
@@ -21,8 +21,6 @@ OUTPUT_ENDINGS: tuple[tuple[str, str], ...] = (
     (".tiff", "tiff"),
     (".tif", "tiff"),
 )
-#: Plausible pixel sizes (um/px) for a slide at level 0: from 100x oil (~0.05) to a 1x overview (~20).
-MPP_RANGE = (0.05, 20.0)
 
 
 def output_kind(path: Path) -> str:
