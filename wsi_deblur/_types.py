@@ -54,3 +54,9 @@ class UsageError(Exception):
 
 class OutputError(Exception):
     """An output cannot be written where asked; the message names the path and the problem."""
+
+
+def check_mpp_option(mpp: float | None) -> None:
+    """Refuse a ``--mpp`` outside :data:`MPP_RANGE` (slides and single images alike)."""
+    if mpp is not None and not MPP_RANGE[0] <= mpp <= MPP_RANGE[1]:
+        raise UsageError(f"--mpp {mpp} is not a plausible pixel size (0.05 to 20 um/px)")

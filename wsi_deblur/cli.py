@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from ._types import DEFAULT_MPP, MPP_RANGE, OutputError, UsageError
+from ._types import DEFAULT_MPP, OutputError, UsageError, check_mpp_option
 from ._version import __version__
 from .cli_errors import errors as _errors
 from .cli_models import evaluate, train
@@ -203,8 +203,7 @@ def _image_mpp(option: float | None, stated: tuple[float, str] | None) -> tuple[
     """The pixel size to classify and restore a single image at, and where it came from in words: ``--mpp``,
     else what the file states, else :data:`DEFAULT_MPP` ("assumed")."""
     if option is not None:
-        if not MPP_RANGE[0] <= option <= MPP_RANGE[1]:
-            raise UsageError(f"--mpp {option} is not a plausible pixel size ({MPP_RANGE[0]} to {MPP_RANGE[1]} um/px)")
+        check_mpp_option(option)
         return float(option), "--mpp"
     if stated is not None:
         return stated[0], f"from {stated[1]}"

@@ -48,9 +48,8 @@ def pixel_size(image: Any) -> tuple[float, str] | None:
 def resolution(mpp: float, jpeg: bool = False) -> dict[str, Any]:
     """Pillow ``save`` options that write the pixel size ``mpp`` into a PNG, TIFF, BMP or JPEG file. A JPEG finer
     than 0.39 um/px (65535 dpi) gets it in EXIF, per centimetre: JFIF's density has 16 bits."""
-    per_inch = _UM_PER_INCH / mpp
-    if not jpeg or round(per_inch) <= 0xFFFF:
-        return {"dpi": (per_inch, per_inch)}
+    if not jpeg or round(dpi(mpp)[0]) <= 0xFFFF:
+        return {"dpi": dpi(mpp)}
     from PIL import Image
 
     exif = Image.Exif()

@@ -6,7 +6,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._types import MPP_RANGE, UsageError
+from ._types import UsageError, check_mpp_option
 from .blurmap import DEFAULT_MIN_BLUR_PROBABILITY
 from .methods import DEFAULT_METHOD
 from .models.backend import PRECISIONS
@@ -64,8 +64,7 @@ class RunOptions:
             raise UsageError(f"--compression must be one of {', '.join(TIFF_COMPRESSIONS)}, not {self.compression!r}")
         if not 1 <= self.quality <= 100:
             raise UsageError(f"--quality must be within 1..100, not {self.quality}")
-        if self.mpp is not None and not MPP_RANGE[0] <= self.mpp <= MPP_RANGE[1]:
-            raise UsageError(f"--mpp {self.mpp} is not a plausible pixel size (0.05 to 20 um/px)")
+        check_mpp_option(self.mpp)
         if self.precision not in PRECISIONS:
             raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         if self.gpus < 0:
