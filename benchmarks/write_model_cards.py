@@ -17,6 +17,12 @@ from wsi_deblur.training.cards import load_evaluation, write_model_card  # noqa:
 TARGET = {"blur_classifier": "classifier", "dl_defocus": "defocus", "dl_motion": "motion"}
 
 
+def _history_folder(init: dict) -> str:
+    """The ``--init`` argument for a model trained on from an earlier version: a folder holding that version
+    (taken from the repository's history), not the registered name, which now loads the shipped version."""
+    return f"{init.get('model')}/"
+
+
 def main() -> None:
     evaluation = load_evaluation(sys.argv[1]) if len(sys.argv) > 1 else None
     for name, entry in registry().items():
@@ -33,13 +39,15 @@ def main() -> None:
                    + (f" --patch {t['data']['patch']}" if name != "blur_classifier" else "")
                    + f" --learning-rate {t.get('optimizer', '').split('lr ')[-1].split(' ')[0]}"
                    + (f" --seed {t['data']['seed']}" if t.get("data", {}).get("seed") else "")
-                   + (f" --init {init.get('folder', name)}" if init else "")
+                   + (f" --init {init.get('folder', _history_folder(init))}" if init else "")
                    + (f" --prestep {config.prestep}" if config.prestep and not reused else "")
                    + f" --model-version {reused or config.version} --register")
+        note = (f"`{_history_folder(init)}`: a folder holding {init.get('model')}, from the repository's history"
+                if init and "folder" not in init else "")
         if init.get("command"):
             # started from an intermediate model that was not kept: its own command comes first
             command = f"{init['command']}` (on the blur physics of that stage, described above), then `{command}"
-        print(write_model_card(folder, evaluation, command))
+        print(write_model_card(folder, evaluation, command, note))
 
 
 if __name__ == "__main__":

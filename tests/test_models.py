@@ -69,7 +69,8 @@ def test_tiny_training_writes_a_loadable_model_folder(target: str, tmp_path: Pat
     from wsi_deblur.models.registry import load_folder
     from wsi_deblur.training.train import TrainSettings, train
 
-    settings = TrainSettings(steps=2, batch=2, patch=32, samples=8, steps_per_epoch=1, bfloat16=False)
+    # 3 steps asked for are one whole epoch of 2: the config records the steps taken
+    settings = TrainSettings(steps=3, batch=2, patch=32, samples=8, steps_per_epoch=2, bfloat16=False)
     folder = train(target, tmp_path / target, settings, data_dir=tmp_path / "data")
     config = json.loads((folder / "config.json").read_text())
     assert config["training"]["steps"] == 2 and "loss" in config["training"]["final"]
@@ -96,6 +97,12 @@ def test_training_can_go_on_from_a_trained_model(tmp_path: Path) -> None:
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="same architecture"):
         train("classifier", tmp_path / "clf", replace(settings, init=str(first)), data_dir=tmp_path / "data")
+    # its model card names where it started and how to reproduce it
+    from wsi_deblur.training.cards import write_model_card
+
+    card = write_model_card(again, None, "wsi-deblur train defocus --init OLD/", "`OLD/`: the first model").read_text()
+    assert f"Started from dl_defocus-1.0.0 (sha256 `{sha256(first / 'model.weights.h5')[:16]}" in card
+    assert "* Reproduce: `wsi-deblur train defocus --init OLD/` (`OLD/`: the first model)." in card
 
 
 def test_a_restorer_with_a_wiener_prestep_trains_on_and_refines_the_classical_estimate(tmp_path: Path) -> None:

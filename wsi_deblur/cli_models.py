@@ -18,7 +18,7 @@ from .cli_errors import errors
 @click.option("--arch", type=click.Choice(["blurnet", "vgg16", "rednet"]), default=None,
               help="Architecture [blurnet for the classifier, rednet for restorers]; vgg16 is the paper's "
                    "classifier (138 M parameters: for GPUs).")
-@click.option("--steps", type=int, default=None, help="Optimizer steps.")
+@click.option("--steps", type=int, default=None, help="Optimizer steps, in whole epochs of 200 (rounded down).")
 @click.option("--batch", type=int, default=None, help="Batch size.")
 @click.option("--patch", type=int, default=None, help="Training patch side for restorers (pixels).")
 @click.option("--samples", type=int, default=None, help="Synthetic training samples to generate.")

@@ -95,8 +95,11 @@ def _prestep_line(config: ModelConfig) -> str:
     return line + f" Training inputs went through the same step with {context} px of context on each side."
 
 
-def write_model_card(folder: str | Path, evaluation: dict[str, Any] | None = None, command: str = "") -> Path:
-    """Write ``MODEL_CARD.md`` in a model folder from its config and (optionally) the evaluation results."""
+def write_model_card(
+    folder: str | Path, evaluation: dict[str, Any] | None = None, command: str = "", note: str = ""
+) -> Path:
+    """Write ``MODEL_CARD.md`` in a model folder from its config and (optionally) the evaluation results, the
+    command that reproduces it and a note on that command."""
     folder = Path(folder)
     config = ModelConfig.load(folder / "config.json")
     t = config.training
@@ -141,7 +144,7 @@ def write_model_card(folder: str | Path, evaluation: dict[str, Any] | None = Non
                      + (f"; new or reshaped layers ({', '.join(init['new_layers'])}) started fresh."
                         if init.get("new_layers") else "."))
     if command:
-        lines.append(f"* Reproduce: `{command}`")
+        lines.append(f"* Reproduce: `{command}`" + (f" ({note})." if note else ""))
     lines += ["", "## Evaluation (held-out source images)", "", *_evaluation_lines(config.name, evaluation)]
     lines += ["", "## Limitations", "", LIMITATIONS]
     path = folder / "MODEL_CARD.md"

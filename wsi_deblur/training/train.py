@@ -202,6 +202,9 @@ def train(
     initialised = _initialise(network, config, settings.init) if settings.init else None
     steps_per_epoch = min(settings.steps_per_epoch, settings.steps)
     epochs = max(1, settings.steps // steps_per_epoch)
+    if epochs * steps_per_epoch != settings.steps:
+        logger.warning("training %d steps: %d whole epochs of %d (of the %d asked for)", epochs * steps_per_epoch,
+                       epochs, steps_per_epoch, settings.steps)
     schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, epochs * steps_per_epoch,
                                                       alpha=0.05)
     network.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=metrics)
