@@ -118,6 +118,32 @@ def test_restore_motion_raises_ssim(method: ClassicalMethod, tissue: np.ndarray,
     assert ssim(sharp, restored) > ssim(sharp, blurred) + 0.1
 
 
+@pytest.mark.parametrize("steps", [("defocus",), ("motion",), ("motion", "defocus")])
+def test_in_focus_scan_comes_back_unchanged(method: ClassicalMethod, slides_dir: Path, tissue: np.ndarray,
+                                            steps: tuple[str, ...]) -> None:
+    # a false alarm must not sharpen a scan past its own sharpness: an in-focus region fits a disc within the scan's
+    # own blur and the shortest motion line, and each step then leaves it as it is
+    x, y, _ = CMU_REGION
+    slide = openslide.OpenSlide(str(slides_dir / "CMU-1-Small-Region.svs"))
+    try:
+        scan = np.asarray(slide.read_region((x, y), 0, (600, 600)).convert("RGB"))
+    finally:
+        slide.close()
+    for image in (scan, degrade(tissue, physics.SCANNER_20X)):
+        np.testing.assert_array_equal(method.restore(image, steps, 0.5), image)
+
+
+def test_defocus_step_leaves_a_region_no_blurrier_than_a_scan(method: ClassicalMethod, tissue: np.ndarray) -> None:
+    from wsi_deblur.methods import classical_deconv
+
+    assert classical_deconv._DEFOCUS_RADII[0] < classical_deconv._NATIVE_RADIUS < 2.08
+    # 1 DOF at 20x is already wider than a scan's own blur, and restored
+    sharp = physics.degrade(tissue, physics.SCANNER_20X, noise=False)
+    blurred = degrade(tissue, physics.SCANNER_20X, z_dof=1.0)
+    restored = method.restore(blurred, ("defocus",), 0.5)
+    assert ssim(sharp, restored) > ssim(sharp, blurred) + 0.02
+
+
 def test_restore_without_steps_is_identity(method: ClassicalMethod, tissue: np.ndarray) -> None:
     out = method.restore(tissue, (), 0.5)
     assert out.dtype == np.uint8

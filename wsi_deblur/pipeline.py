@@ -29,6 +29,7 @@ from ._version import __version__
 from .blurmap import BlurMap
 from .cluster import dask_client
 from .methods import method_info
+from .methods.classical import ClassicalMethod
 from .passes import build_pyramid, classify_slide, progress_display, restore_slide
 from .report import write_report
 from .run_options import OUTPUT_ENDINGS, RunOptions, output_kind
@@ -223,6 +224,8 @@ def _fingerprint(slide: Path, options: RunOptions, mpp: float, method_version: s
     return {
         "input": input_identity(slide), "mpp": mpp, "options": steering,
         "method_version": method_version, "software": __version__,
+        # DBMID's restorers refine the classical Wiener step's output, so its version matters to both methods
+        "wiener": ClassicalMethod.version,
         "routing": {"plausible_probability": routing.PLAUSIBLE_PROBABILITY,
                     "defocus_alone_probability": routing.DEFOCUS_ALONE_PROBABILITY},
     }

@@ -62,7 +62,7 @@ class ClassicalMethod:
     """Spectral blur classification and blind Wiener deconvolution (the DBMID paper's comparison method)."""
 
     name = "classical"
-    version = "1.0.0"
+    version = "1.1.0"
     #: FFT deconvolution has no stride: any origin gives the same output.
     align = 1
 

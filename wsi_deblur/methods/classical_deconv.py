@@ -39,6 +39,15 @@ _WIENER_REG = 2.0
 _REACH_MASS = 0.95
 #: Lower bound of the Wiener noise-to-signal ratio: caps the gain at 1 / (2 sqrt(floor)).
 _NSR_FLOOR = 1e-2
+#: A scan's own blur at its own pixel size, as the radius of a disc (px): diffraction and the pixel aperture of a
+#: scanner that samples near its optical cut-off. In-focus crops at 10x and 20x (training and held-out sources,
+#: camera noise and JPEG 85) fit discs of 0.87-1.8 px, 1 DOF of defocus 2.08 px or more. A region whose
+#: fitted disc is no wider has no defocus to undo, and the defocus step leaves it as it is:
+#: deconvolving the scan's own blur sharpens in-focus tissue past what it was and amplifies its noise and JPEG
+#: (SSIM 0.945 -> 0.832 at 20x when a false alarm sent it through DBMID's defocus route;
+#: ``benchmarks/false_alarm_cost.py``). Subtracting this radius from wider fits (discs adding in quadrature) was
+#: tried and cost 0.004-0.04 SSIM at 1-2 DOF.
+_NATIVE_RADIUS = 1.8
 
 
 def _disc_psf(radius: float) -> np.ndarray:
@@ -297,9 +306,16 @@ def _restore_step(lin: np.ndarray, step: str, margin: int = 0) -> np.ndarray:
     if step == "motion":
         fit = _fit_bank(power, _motion_bank())
         length = _MOTION_LENGTHS[fit.index // len(_MOTION_ANGLES)]
+        if fit.index // len(_MOTION_ANGLES) == 0:
+            # the shortest line, under the 5 px the motion class starts at: what in-focus tissue fits
+            return lin
         angle = _MOTION_ANGLES[fit.index % len(_MOTION_ANGLES)]
         psf = _motion_kernel(length, angle)
     else:
         fit = _fit_bank(power, _defocus_bank())
-        psf = _disc_psf(_DEFOCUS_RADII[fit.index])
+        radius = _DEFOCUS_RADII[fit.index]
+        if radius <= _NATIVE_RADIUS:
+            # no wider than the scan's own blur: no defocus to undo
+            return lin
+        psf = _disc_psf(radius)
     return _wiener(lin, psf, fit, _step_reach()[step])

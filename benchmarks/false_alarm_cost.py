@@ -1,0 +1,85 @@
+"""What a false alarm costs: held-out in-focus tissue forced through every restoration route.
+
+The classifier leaves in-focus tissue alone (the evaluation's in-focus crops come back bit-identical), so the
+routes never see sharp tissue there. On a scan the classifier misjudges they would. This script takes the
+crops of ``wsi-deblur evaluate``'s defocus set at 10x, 20x and 40x (held-out sources), adds only camera noise
+and JPEG 85 (no blur), and restores each through every route of each method as a slide region would be (64 px
+of real context, discarded afterwards). For DBMID it also runs each network without its Wiener prestep and the
+prestep alone, to show which part of a route costs. It prints, per optics and route, the mean and lowest SSIM
+against the sharp crop (the input's own SSIM first: noise and JPEG).
+
+Usage: ``python benchmarks/false_alarm_cost.py [--crops-per-source N]`` (4 crops per source: 12 images per
+optics, under a minute on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from wsi_deblur.evaluation import sets  # noqa: E402
+from wsi_deblur.evaluation.sets import DEFAULT_SIZE, SPLIT  # noqa: E402
+from wsi_deblur.methods import get_method  # noqa: E402
+from wsi_deblur.methods.dbmid import DBMIDMethod, prestep  # noqa: E402
+from wsi_deblur.training import data  # noqa: E402
+
+JPEG = 85
+CONTEXT = 64
+#: Noise stream of this script's draws (the evaluation's sets use 1-3, far_defocus.py 7).
+STREAM = 11
+ROUTES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("defocus", ("defocus",)), ("motion", ("motion",)), ("mixed", ("motion", "defocus")),
+)
+
+
+def _ssim(image: np.ndarray, reference: np.ndarray) -> float:
+    return sets._ssim(sets._centre(image, DEFAULT_SIZE), reference)
+
+
+def _variants(mpp: float) -> list[tuple[str, Callable[[np.ndarray], np.ndarray]]]:
+    dbmid = get_method("dbmid")
+    classical = get_method("classical")
+    assert isinstance(dbmid, DBMIDMethod)
+    out: list[tuple[str, Callable[[np.ndarray], np.ndarray]]] = [("input", lambda x: x)]
+    for name, steps in ROUTES:
+        out.append((f"DBMID {name}", lambda x, s=steps: dbmid.restore(x, s, mpp, margin=CONTEXT)))
+    for step in ("defocus", "motion"):
+        out.append((f"DL_{step} alone", lambda x, s=step: dbmid._run(dbmid.restorer(s), x, mpp)))
+        out.append((f"Wiener {step} alone", lambda x, s=step: prestep(x, s, mpp, CONTEXT)))
+    for name, steps in ROUTES:
+        out.append((f"classical {name}", lambda x, s=steps: classical.restore(x, s, mpp, margin=CONTEXT)))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--crops-per-source", type=int, default=4, help="crops per held-out source [4]")
+    parser.add_argument("--seed", type=int, default=0, help="the evaluation's seed [0]")
+    args = parser.parse_args()
+    if args.crops_per_source < 1:
+        parser.error(f"--crops-per-source takes 1 or more, got {args.crops_per_source}")
+    plan = sets._plan(args.crops_per_source, DEFAULT_SIZE, False)
+    srcs = data.sources(SPLIT)
+    print(f"held-out split {SPLIT!r}, {DEFAULT_SIZE} px compared, no blur, camera noise and JPEG {JPEG}")
+    print("| optics | images | route | SSIM mean | SSIM lowest |")
+    print("|---|---|---|---|---|")
+    for optics_name, optics in data.EVAL_OPTICS:
+        crops = sets._crops("defocus", plan, args.seed, srcs, optics_name, CONTEXT, [])
+        pairs = []
+        for i, crop in enumerate(crops):
+            draw = sets._Draw(crop, (0.0, 0.0, 0.0), JPEG, (args.seed, STREAM, i), None)
+            pairs.append((draw.blurred(), sets._centre(crop.rgb, DEFAULT_SIZE)))
+        for name, run in _variants(optics.mpp):
+            scores = [_ssim(run(image), target) for image, target in pairs]
+            print(f"| {optics_name} | {len(pairs)} | {name} | {np.mean(scores):.3f} | {np.min(scores):.3f} |",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
