@@ -8,7 +8,7 @@ policy and prints, per optics and distance, the classes called, the mean SSIM ag
 after, and how many came back worse than they went in.
 
 Usage: ``python benchmarks/far_defocus.py [--crops-per-source N] [--method dbmid|classical]``
-(4 crops per source: 216 images, about 4 minutes on 2 cores).
+(4 crops per source: 216 images, about 2 minutes on 2 cores).
 """
 
 from __future__ import annotations

@@ -133,11 +133,14 @@ def test_in_focus_scan_comes_back_unchanged(method: ClassicalMethod, slides_dir:
         np.testing.assert_array_equal(method.restore(image, steps, 0.5), image)
 
 
-def test_defocus_step_leaves_a_region_no_blurrier_than_a_scan(method: ClassicalMethod, tissue: np.ndarray) -> None:
+def test_defocus_step_acts_only_past_a_scans_own_blur(method: ClassicalMethod, tissue: np.ndarray) -> None:
     from wsi_deblur.methods import classical_deconv
 
     assert classical_deconv._DEFOCUS_RADII[0] < classical_deconv._NATIVE_RADIUS < 2.08
-    # 1 DOF at 20x is already wider than a scan's own blur, and restored
+    # half a DOF at 20x (the in-focus class) fits no wider disc than the scan itself: left as it is
+    slight = degrade(tissue, physics.SCANNER_20X, z_dof=0.3)
+    np.testing.assert_array_equal(method.restore(slight, ("defocus",), 0.5), slight)
+    # 1 DOF at 20x is wider than a scan's own blur, and restored
     sharp = physics.degrade(tissue, physics.SCANNER_20X, noise=False)
     blurred = degrade(tissue, physics.SCANNER_20X, z_dof=1.0)
     restored = method.restore(blurred, ("defocus",), 0.5)

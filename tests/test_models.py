@@ -65,13 +65,16 @@ def test_tiled_equals_untiled_for_a_network() -> None:
 
 
 @pytest.mark.parametrize("target", ["defocus", "classifier"])
-def test_tiny_training_writes_a_loadable_model_folder(target: str, tmp_path: Path) -> None:
+def test_tiny_training_writes_a_loadable_model_folder(target: str, tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
     from wsi_deblur.models.registry import load_folder
     from wsi_deblur.training.train import TrainSettings, train
 
-    # 3 steps asked for are one whole epoch of 2: the config records the steps taken
+    # 3 steps asked for are one whole epoch of 2: the config records the steps taken, and the log says so
     settings = TrainSettings(steps=3, batch=2, patch=32, samples=8, steps_per_epoch=2, bfloat16=False)
-    folder = train(target, tmp_path / target, settings, data_dir=tmp_path / "data")
+    with caplog.at_level("WARNING", logger="wsi_deblur.training.train"):
+        folder = train(target, tmp_path / target, settings, data_dir=tmp_path / "data")
+    assert "training 2 steps: 1 whole epochs of 2 (of the 3 asked for)" in caplog.text
     config = json.loads((folder / "config.json").read_text())
     assert config["training"]["steps"] == 2 and "loss" in config["training"]["final"]
     assert not (folder / "checkpoint").exists()

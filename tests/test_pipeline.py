@@ -365,3 +365,16 @@ def test_fingerprint_names_the_routing_rule(sample: Path, monkeypatch: pytest.Mo
             assert blurmap.decide(tile)[1] != route  # the threshold decides this tile's networks
             assert pipeline._fingerprint(sample, RunOptions(), 0.5, "m-1") != before
     assert pipeline._fingerprint(sample, RunOptions(), 0.5, "m-1") == before
+
+
+def test_fingerprint_and_provenance_name_the_wiener_step(sample: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both methods' output depends on the classical Wiener step (DBMID's restorers refine it): a work folder
+    made with another version of it is not resumed, and the run says which it used."""
+    from wsi_deblur import pipeline
+    from wsi_deblur.methods.classical import ClassicalMethod
+
+    before = pipeline._fingerprint(sample, RunOptions(), 0.5, "m-1")
+    assert before["wiener"] == ClassicalMethod.version
+    assert pipeline._provenance(RunOptions(), 0.5, sample)["wiener"] == ClassicalMethod.version
+    monkeypatch.setattr(ClassicalMethod, "version", "0.0.1")
+    assert pipeline._fingerprint(sample, RunOptions(), 0.5, "m-1") != before

@@ -238,6 +238,7 @@ def _provenance(options: RunOptions, mpp: float, slide: Path) -> dict[str, Any]:
         "method": options.method,
         "method_version": version,
         "models": models,
+        "wiener": ClassicalMethod.version,
         "precision": options.precision,
         "source": slide.name,
         "mpp": mpp,

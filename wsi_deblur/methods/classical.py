@@ -90,7 +90,9 @@ class ClassicalMethod:
         """Deconvolve ``image`` (RGB uint8) for each step in order ("motion", "defocus"); same shape, uint8.
 
         Each step estimates its PSF on the central part of the current image, then applies the Wiener filter
-        in linear light. No steps: the image comes back unchanged (a copy).
+        in linear light, unless the fit shows no blur of its kind beyond the scan's own (a disc no wider than
+        ``classical_deconv._NATIVE_RADIUS``, or the shortest motion line): then the step leaves the image as
+        it is. No steps: the image comes back unchanged (a copy).
 
         ``margin``: pixels along each border whose output the caller discards. The Wiener filter still runs over
         them (every pixel needs its reach, and one FFT covers the whole image), but the PSFs are estimated inside

@@ -300,7 +300,9 @@ def _inside(image: np.ndarray, margin: int) -> np.ndarray:
 
 def _restore_step(lin: np.ndarray, step: str, margin: int = 0) -> np.ndarray:
     """One deconvolution step on a linear-light RGB image; its PSF is estimated inside ``margin`` (context that
-    may have been mirrored past an image's edge: a mirror turns a motion at 45 degrees into one at 135)."""
+    may have been mirrored past an image's edge: a mirror turns a motion at 45 degrees into one at 135). A
+    region that fits no blur beyond the scan's own (a disc within :data:`_NATIVE_RADIUS`, or the shortest motion
+    line) comes back as it is."""
     gray = (0.2126 * lin[..., 0] + 0.7152 * lin[..., 1] + 0.0722 * lin[..., 2]).astype(np.float32)
     power = _estimate_spectrum(_inside(gray, margin))
     if step == "motion":
