@@ -23,6 +23,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import _heldout  # noqa: E402
+
 from wsi_deblur.evaluation import sets  # noqa: E402
 from wsi_deblur.evaluation.sets import DEFAULT_SIZE, SPLIT  # noqa: E402
 from wsi_deblur.methods import get_method  # noqa: E402
@@ -36,10 +38,6 @@ STREAM = 11
 ROUTES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("defocus", ("defocus",)), ("motion", ("motion",)), ("mixed", ("motion", "defocus")),
 )
-
-
-def _ssim(image: np.ndarray, reference: np.ndarray) -> float:
-    return sets._ssim(sets._centre(image, DEFAULT_SIZE), reference)
 
 
 def _variants(mpp: float, margin: int) -> list[tuple[str, Callable[[np.ndarray], np.ndarray]]]:
@@ -60,13 +58,9 @@ def _variants(mpp: float, margin: int) -> list[tuple[str, Callable[[np.ndarray],
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--crops-per-source", type=int, default=4, help="crops per held-out source [4]")
-    parser.add_argument("--seed", type=int, default=0, help="the evaluation's seed [0]")
+    _heldout.add_options(parser, crops_per_source=4)
     args = parser.parse_args()
-    if args.crops_per_source < 1:
-        parser.error(f"--crops-per-source takes 1 or more, got {args.crops_per_source}")
-    plan = sets._plan(args.crops_per_source, DEFAULT_SIZE, False)
-    srcs = data.sources(SPLIT)
+    plan, srcs = _heldout.plan_and_sources(parser, args)
     print(f"held-out split {SPLIT!r}, {DEFAULT_SIZE} px compared, no blur, camera noise and JPEG {JPEG}")
     print("| optics | images | route | SSIM mean | SSIM lowest |")
     print("|---|---|---|---|---|")
@@ -78,7 +72,7 @@ def main() -> None:
             image, target = draw.blurred(), sets._centre(crop.rgb, DEFAULT_SIZE)
             # the context the source held (less than CONTEXT near its edges): the PSF is estimated inside it
             for name, run in _variants(optics.mpp, crop.margin):
-                scores.setdefault(name, []).append(_ssim(run(image), target))
+                scores.setdefault(name, []).append(_heldout.ssim(run(image), target))
         for name, values in scores.items():
             print(f"| {optics_name} | {len(values)} | {name} | {np.mean(values):.3f} | {np.min(values):.3f} |",
                   flush=True)

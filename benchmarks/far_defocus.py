@@ -22,6 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import _heldout  # noqa: E402
+
 from wsi_deblur.api import classify_image, restore_image  # noqa: E402
 from wsi_deblur.evaluation import sets  # noqa: E402
 from wsi_deblur.evaluation.sets import DEFAULT_SIZE, SPLIT  # noqa: E402
@@ -34,20 +36,12 @@ JPEG = 85
 STREAM = 7
 
 
-def _ssim(image: np.ndarray, reference: np.ndarray) -> float:
-    return sets._ssim(sets._centre(image, DEFAULT_SIZE), reference)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--crops-per-source", type=int, default=4, help="crops per held-out source [4]")
     parser.add_argument("--method", choices=("dbmid", "classical"), default="dbmid", help="[dbmid]")
-    parser.add_argument("--seed", type=int, default=0, help="the evaluation's seed [0]")
+    _heldout.add_options(parser, crops_per_source=4)
     args = parser.parse_args()
-    if args.crops_per_source < 1:
-        parser.error(f"--crops-per-source takes 1 or more, got {args.crops_per_source}")
-    plan = sets._plan(args.crops_per_source, DEFAULT_SIZE, False)
-    srcs = data.sources(SPLIT)
+    plan, srcs = _heldout.plan_and_sources(parser, args)
     print(f"method {args.method}; held-out split {SPLIT!r}, {DEFAULT_SIZE} px compared, JPEG {JPEG}")
     print("| optics | z (DOF) | z (um) | images | called | blurred | `restore_image` | worse than input |")
     print("|---|---|---|---|---|---|---|---|")
@@ -63,8 +57,8 @@ def main() -> None:
                 blurred = draw.blurred()
                 target = sets._centre(crop.rgb, DEFAULT_SIZE)
                 called[classify_image(blurred, mpp=optics.mpp, method=args.method).label] += 1
-                b = _ssim(blurred, target)
-                a = _ssim(restore_image(blurred, mpp=optics.mpp, method=args.method), target)
+                b = _heldout.ssim(blurred, target)
+                a = _heldout.ssim(restore_image(blurred, mpp=optics.mpp, method=args.method), target)
                 before.append(b)
                 after.append(a)
                 worse += a < b

@@ -26,16 +26,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import _heldout  # noqa: E402
+
 from wsi_deblur._types import LABELS, STEPS  # noqa: E402
 from wsi_deblur.api import restore_image  # noqa: E402
 from wsi_deblur.evaluation import sets  # noqa: E402
 from wsi_deblur.evaluation.sets import DEFAULT_SIZE, SPLIT  # noqa: E402
 from wsi_deblur.methods import get_method  # noqa: E402
-from wsi_deblur.training import data  # noqa: E402
-
-
-def _ssim(image: np.ndarray, reference: np.ndarray) -> float:
-    return sets._ssim(sets._centre(image, DEFAULT_SIZE), reference)
 
 
 def _qualities(text: str) -> list[int]:
@@ -52,17 +49,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--qualities", type=_qualities, default=[95, 80, 70, 50],
                         help="JPEG qualities, comma-separated [95,80,70,50]")
-    parser.add_argument("--crops-per-source", type=int, default=1, help="crops per held-out source [1]")
     parser.add_argument("--method", action="append", choices=("dbmid", "classical"),
                         help="method(s) to run [dbmid and classical]")
-    parser.add_argument("--seed", type=int, default=0, help="the evaluation's seed [0]")
+    _heldout.add_options(parser, crops_per_source=1)
     args = parser.parse_args()
-    if args.crops_per_source < 1:
-        parser.error(f"--crops-per-source takes 1 or more, got {args.crops_per_source}")
     names = args.method or ["dbmid", "classical"]
     methods = {name: get_method(name) for name in names}
-    plan = sets._plan(args.crops_per_source, DEFAULT_SIZE, False)
-    srcs = data.sources(SPLIT)
+    plan, srcs = _heldout.plan_and_sources(parser, args)
     draws = {name: sets.DRAWS[name](plan, args.seed, srcs, []) for name in sets.DRAWS}
     print(f"held-out split {SPLIT!r}: {sum(len(d) for d in draws.values())} images, "
           f"{args.crops_per_source} crop(s) per source, {DEFAULT_SIZE} px compared")
@@ -78,11 +71,11 @@ def main() -> None:
                     draw = dataclasses.replace(draw, jpeg=quality)
                     image, mpp = draw.blurred(), draw.crop.optics.mpp
                     target = sets._centre(draw.crop.rgb, DEFAULT_SIZE)
-                    before = _ssim(image, target)
+                    before = _heldout.ssim(image, target)
                     steps = STEPS[draw.label]
                     oracle = method.restore(image, steps, mpp) if steps else image
                     out = restore_image(image, mpp, method=name)
-                    after = _ssim(out, target)
+                    after = _heldout.ssim(out, target)
                     probabilities = method.classify(image[None], mpp)[0]
                     called += LABELS[int(np.argmax(probabilities))] == draw.label
                     if draw.label == "in_focus":
@@ -91,7 +84,7 @@ def main() -> None:
                     worse += after < before
                     loss = max(loss, before - after)
                     blurred_ssim.append(before)
-                    oracle_ssim.append(_ssim(oracle, target))
+                    oracle_ssim.append(_heldout.ssim(oracle, target))
                     policy_ssim.append(after)
                 n = len(set_draws)
                 kept = f"{untouched} of {in_focus}" if in_focus else "-"

@@ -59,4 +59,4 @@ class OutputError(Exception):
 def check_mpp_option(mpp: float | None) -> None:
     """Refuse a ``--mpp`` outside :data:`MPP_RANGE` (slides and single images alike)."""
     if mpp is not None and not MPP_RANGE[0] <= mpp <= MPP_RANGE[1]:
-        raise UsageError(f"--mpp {mpp} is not a plausible pixel size (0.05 to 20 um/px)")
+        raise UsageError(f"--mpp {mpp} is not a plausible pixel size ({MPP_RANGE[0]:g} to {MPP_RANGE[1]:g} um/px)")

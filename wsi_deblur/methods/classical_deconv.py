@@ -44,7 +44,7 @@ _NSR_FLOOR = 1e-2
 #: camera noise and JPEG 85) fit discs of 0.87-1.8 px, 1 DOF of defocus 2.08 px or more. A region whose
 #: fitted disc is no wider has no defocus to undo, and the defocus step leaves it as it is:
 #: deconvolving the scan's own blur sharpens in-focus tissue past what it was and amplifies its noise and JPEG
-#: (SSIM 0.945 -> 0.832 at 20x when a false alarm sent it through DBMID's defocus route;
+#: (SSIM 0.945 -> 0.859 at 20x when a false alarm sent it through DBMID's defocus route;
 #: ``benchmarks/false_alarm_cost.py``). Subtracting this radius from wider fits (discs adding in quadrature) was
 #: tried and cost 0.004-0.04 SSIM at 1-2 DOF.
 _NATIVE_RADIUS = 1.8
@@ -307,12 +307,11 @@ def _restore_step(lin: np.ndarray, step: str, margin: int = 0) -> np.ndarray:
     power = _estimate_spectrum(_inside(gray, margin))
     if step == "motion":
         fit = _fit_bank(power, _motion_bank())
-        length = _MOTION_LENGTHS[fit.index // len(_MOTION_ANGLES)]
-        if fit.index // len(_MOTION_ANGLES) == 0:
+        length_index, angle_index = divmod(fit.index, len(_MOTION_ANGLES))
+        if length_index == 0:
             # the shortest line, under the 5 px the motion class starts at: what in-focus tissue fits
             return lin
-        angle = _MOTION_ANGLES[fit.index % len(_MOTION_ANGLES)]
-        psf = _motion_kernel(length, angle)
+        psf = _motion_kernel(_MOTION_LENGTHS[length_index], _MOTION_ANGLES[angle_index])
     else:
         fit = _fit_bank(power, _defocus_bank())
         radius = _DEFOCUS_RADII[fit.index]
