@@ -7,8 +7,12 @@ blur), blurs them by the physical model at each distance with camera noise and J
 policy and prints, per optics and distance, the classes called, the mean SSIM against the sharp crop before and
 after, and how many came back worse than they went in.
 
-Usage: ``python benchmarks/far_defocus.py [--crops-per-source N] [--method dbmid|classical]``
+Usage: ``python benchmarks/far_defocus.py [--crops-per-source N] [--method dbmid|classical] [--routes]``
 (4 crops per source: 216 images, about 2 minutes on 2 cores).
+
+``--routes`` (DBMID): instead of the policy, each route DBMID can take on these images, with and without the
+Wiener step before its first network: the defocus route (DL_defocus) and the mixed route (DL_motion, then
+DL_defocus), where the classifier sends most defocus past 6 DOF. It shows which part of a route costs.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,23 +45,24 @@ STREAM = 7
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--method", choices=("dbmid", "classical"), default="dbmid", help="[dbmid]")
+    parser.add_argument("--routes", action="store_true",
+                        help="DBMID's defocus and mixed routes with and without the Wiener step, not the policy")
     _heldout.add_options(parser, crops_per_source=4)
     args = parser.parse_args()
     plan, srcs = _heldout.plan_and_sources(parser, args)
+    if args.routes:
+        if args.method != "dbmid":
+            parser.error("--routes compares DBMID's routes; leave --method at dbmid")
+        routes(plan, srcs, args.seed)
+        return
     print(f"method {args.method}; held-out split {SPLIT!r}, {DEFAULT_SIZE} px compared, JPEG {JPEG}")
     print("| optics | z (DOF) | z (um) | images | called | blurred | `restore_image` | worse than input |")
     print("|---|---|---|---|---|---|---|---|")
     for optics_name in OPTICS:
-        optics = dict(data.EVAL_OPTICS)[optics_name]
-        margin = sets._kernel_radius(optics, max(Z_DOF), 0.0)
-        crops = sets._crops("defocus", plan, args.seed, srcs, optics_name, margin, [])
-        for z in Z_DOF:
+        for optics, z, images in _blurred_crops(plan, srcs, args.seed, optics_name):
             called: Counter[str] = Counter()
             before, after, worse = [], [], 0
-            for i, crop in enumerate(crops):
-                draw = sets._Draw(crop, (z, 0.0, 0.0), JPEG, (args.seed, STREAM, i, int(z * 10)), None)
-                blurred = draw.blurred()
-                target = sets._centre(crop.rgb, DEFAULT_SIZE)
+            for blurred, _, target in images:
                 called[classify_image(blurred, mpp=optics.mpp, method=args.method).label] += 1
                 b = _heldout.ssim(blurred, target)
                 a = _heldout.ssim(restore_image(blurred, mpp=optics.mpp, method=args.method), target)
@@ -63,8 +70,47 @@ def main() -> None:
                 after.append(a)
                 worse += a < b
             labels = ", ".join(f"{label} {count}" for label, count in called.most_common())
-            print(f"| {optics_name} | {z:g} | {z * optics.dof_um:.1f} | {len(crops)} | {labels} | "
+            print(f"| {optics_name} | {z:g} | {z * optics.dof_um:.1f} | {len(images)} | {labels} | "
                   f"{np.mean(before):.3f} | {np.mean(after):.3f} | {worse} |", flush=True)
+
+
+def _blurred_crops(
+    plan: Any, srcs: list[data.Source], seed: int, optics_name: str
+) -> Iterator[tuple[Any, float, list[tuple[np.ndarray, int, np.ndarray]]]]:
+    """(optics, z, [(blurred image, its margin, sharp centre)]) for each distance, as :func:`main` draws them."""
+    optics = dict(data.EVAL_OPTICS)[optics_name]
+    margin = sets._kernel_radius(optics, max(Z_DOF), 0.0)
+    crops = sets._crops("defocus", plan, seed, srcs, optics_name, margin, [])
+    for z in Z_DOF:
+        draws = [sets._Draw(crop, (z, 0.0, 0.0), JPEG, (seed, STREAM, i, int(z * 10)), None)
+                 for i, crop in enumerate(crops)]
+        yield optics, z, [(d.blurred(), d.crop.margin, sets._centre(d.crop.rgb, DEFAULT_SIZE)) for d in draws]
+
+
+def routes(plan: Any, srcs: list[data.Source], seed: int) -> None:
+    from wsi_deblur.methods.dbmid import DBMIDMethod
+
+    method = DBMIDMethod()
+    print(f"DBMID routes; held-out split {SPLIT!r}, {DEFAULT_SIZE} px compared, JPEG {JPEG}; mean SSIM")
+    print("| optics | z (DOF) | images | blurred | defocus route | without its Wiener step | mixed route | "
+          "without its Wiener step |")
+    print("|---|---|---|---|---|---|---|---|")
+    for optics_name in OPTICS:
+        for optics, z, images in _blurred_crops(plan, srcs, seed, optics_name):
+            mpp = optics.mpp
+            scores: dict[str, list[float]] = {k: [] for k in ("blurred", "D", "D0", "MD", "MD0")}
+            for blurred, margin, target in images:
+                scores["blurred"].append(_heldout.ssim(blurred, target))
+                scores["D"].append(_heldout.ssim(method.restore(blurred, ("defocus",), mpp, margin), target))
+                scores["MD"].append(_heldout.ssim(method.restore(blurred, ("motion", "defocus"), mpp, margin),
+                                                  target))
+                # the networks alone, over the whole region
+                defocused = method._run(method.restorer("defocus"), blurred, mpp)
+                scores["D0"].append(_heldout.ssim(defocused, target))
+                moved = method._run(method.restorer("motion"), blurred, mpp)
+                scores["MD0"].append(_heldout.ssim(method._run(method.restorer("defocus"), moved, mpp), target))
+            print(f"| {optics_name} | {z:g} | {len(images)} | "
+                  + " | ".join(f"{np.mean(v):.3f}" for v in scores.values()) + " |", flush=True)
 
 
 if __name__ == "__main__":
