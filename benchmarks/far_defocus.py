@@ -22,7 +22,6 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -30,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import _heldout  # noqa: E402
 
+from wsi_deblur import physics  # noqa: E402
 from wsi_deblur.api import classify_image, restore_image  # noqa: E402
 from wsi_deblur.evaluation import sets  # noqa: E402
 from wsi_deblur.evaluation.sets import DEFAULT_SIZE, SPLIT  # noqa: E402
@@ -75,9 +75,10 @@ def main() -> None:
 
 
 def _blurred_crops(
-    plan: Any, srcs: list[data.Source], seed: int, optics_name: str
-) -> Iterator[tuple[Any, float, list[tuple[np.ndarray, int, np.ndarray]]]]:
-    """(optics, z, [(blurred image, its margin, sharp centre)]) for each distance, as :func:`main` draws them."""
+    plan: sets._Plan, srcs: list[data.Source], seed: int, optics_name: str
+) -> Iterator[tuple[physics.Optics, float, list[tuple[np.ndarray, int, np.ndarray]]]]:
+    """The images of one optics, per distance in :data:`Z_DOF`: (optics, z, [(blurred image, its context in px,
+    sharp centre)]), the same draws for the policy table and ``--routes``."""
     optics = dict(data.EVAL_OPTICS)[optics_name]
     margin = sets._kernel_radius(optics, max(Z_DOF), 0.0)
     crops = sets._crops("defocus", plan, seed, srcs, optics_name, margin, [])
@@ -87,7 +88,9 @@ def _blurred_crops(
         yield optics, z, [(d.blurred(), d.crop.margin, sets._centre(d.crop.rgb, DEFAULT_SIZE)) for d in draws]
 
 
-def routes(plan: Any, srcs: list[data.Source], seed: int) -> None:
+def routes(plan: sets._Plan, srcs: list[data.Source], seed: int) -> None:
+    """Print the ``--routes`` table: each image down the defocus and mixed routes, with the Wiener step before
+    the first network (its PSF fitted inside the image's context) and without it (the networks alone)."""
     from wsi_deblur.methods.dbmid import DBMIDMethod
 
     method = DBMIDMethod()
