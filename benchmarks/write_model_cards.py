@@ -41,6 +41,7 @@ def main() -> None:
                    + (f" --seed {t['data']['seed']}" if t.get("data", {}).get("seed") else "")
                    + (f" --init {init.get('folder', _history_folder(init))}" if init else "")
                    + (f" --prestep {config.prestep}" if config.prestep and not reused else "")
+                   + (" --blurred-inputs" if t.get("data", {}).get("inputs") == "blurred" and not reused else "")
                    + f" --model-version {reused or config.version} --register")
         note = (f"`{_history_folder(init)}`: a folder holding {init.get('model')}, from the repository's history"
                 if init and "folder" not in init else "")

@@ -164,6 +164,43 @@ def test_a_restorer_with_a_wiener_prestep_trains_on_and_refines_the_classical_es
                                   without.restore(prestep(image, "defocus", 0.5), ("defocus",), 0.5))
 
 
+def test_a_restorer_can_run_after_the_wiener_step_yet_train_on_blurred_inputs(tmp_path: Path) -> None:
+    """``blurred_inputs`` with a prestep: the network trains on the blurred pairs themselves (the step's pairs are
+    never built), the model folder records the prestep, so DBMID runs the step before it, and the card says what
+    the network was trained on; without a prestep the option is refused."""
+    from dataclasses import replace
+
+    from wsi_deblur.methods.dbmid import DBMIDMethod, prestep
+    from wsi_deblur.models.registry import load_folder
+    from wsi_deblur.training.cards import write_model_card
+    from wsi_deblur.training.train import TrainSettings, train
+
+    data_dir = tmp_path / "data"
+    settings = TrainSettings(steps=1, batch=2, patch=32, samples=3, steps_per_epoch=1, bfloat16=False, seed=5,
+                             prestep="wiener", blurred_inputs=True)
+    folder = train("defocus", tmp_path / "defocus", settings, data_dir=data_dir)
+    built = sorted(p.name for p in data_dir.iterdir())
+    assert built and not any("wiener" in name for name in built)
+    model = load_folder(folder)
+    assert model.config.prestep == "wiener"
+    assert model.config.training["data"]["inputs"] == "blurred"
+    assert "prestep_context" not in model.config.training["data"]
+    card = write_model_card(folder).read_text()
+    assert "trained on blurred inputs all the same" in card
+    with pytest.raises(ValueError, match="--blurred-inputs goes with --prestep"):
+        train("defocus", tmp_path / "plain", replace(settings, prestep=""), data_dir=data_dir)
+
+    blind = tmp_path / "blind"
+    blind.mkdir()
+    replace(model.config, prestep="").save(blind / "config.json")
+    (blind / model.config.weights).write_bytes((folder / model.config.weights).read_bytes())
+    with_step = DBMIDMethod(restorers={"defocus": str(folder), "motion": str(blind)}, precision="float32")
+    without = DBMIDMethod(restorers={"defocus": str(blind), "motion": str(blind)}, precision="float32")
+    image = np.random.default_rng(1).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(with_step.restore(image, ("defocus",), 0.5),
+                                  without.restore(prestep(image, "defocus", 0.5), ("defocus",), 0.5))
+
+
 def test_spectral_branch_reads_the_direction_and_reach_of_blur() -> None:
     """Horizontal motion empties the horizontal-frequency sectors of the high rings and leaves the vertical
     ones; a round blur lowers every sector of the high rings alike."""

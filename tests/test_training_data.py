@@ -129,11 +129,21 @@ def test_restoration_pairs_are_deterministic_and_blurrier() -> None:
     for p in params:
         assert p["kind"] == "defocus" and p["source"] in data.SPLITS["train"]
         if p["blurred"]:
-            assert data.RESTORE_Z_DOF[0] <= abs(p["z_dof"]) <= data.RESTORE_Z_DOF[1]
+            assert data.RESTORE_Z_DOF[0] <= abs(p["z_dof"]) <= data.RESTORE_FAR_Z_DOF[1]
             assert p["motion_px"] <= data.RESIDUAL_MOTION_PX
             assert p["optics"]["mpp"] == pytest.approx(p["mpp"])
             assert p["optics"]["na"] in (o.na for o in OPTICS)
             assert p["z_um"] == pytest.approx(p["z_dof"] * p["optics"]["dof_um"])
+
+
+def test_defocus_pairs_reach_past_the_restored_range() -> None:
+    """A share of the defocus pairs lies 4.5-15 DOF out (a fold off focus), log-uniform, the rest in the restored
+    range: the restorer learns what to do where little comes back."""
+    _, _, params = data.restoration_pairs("defocus", 60, 16, seed=3, n_psfs=4, optics=OPTICS)
+    z = np.array([abs(p["z_dof"]) for p in params if p["blurred"]])
+    far = z[z > data.RESTORE_Z_DOF[1]]
+    assert len(far) >= 3 and len(far) <= 0.4 * len(z)
+    assert far.max() <= data.RESTORE_FAR_Z_DOF[1] and z.min() >= data.RESTORE_Z_DOF[0]
 
 
 def test_motion_pairs_include_unblurred_samples_and_are_blurrier() -> None:

@@ -31,13 +31,17 @@ from .cli_errors import errors
 @click.option("--prestep", type=click.Choice(["wiener"]), default=None,
               help="Restorers: train the network to refine the classical blind Wiener step's output (it then "
                    "runs before the network).")
+@click.option("--blurred-inputs", is_flag=True,
+              help="With --prestep: train on the blurred inputs all the same (the paper's training); the step "
+                   "runs before the network in use only.")
 @click.option("--model-version", default="1.0.0", show_default=True, help="Version written into config.json.")
 @click.option("--restart", is_flag=True, help="Discard checkpoints instead of resuming from them.")
 @click.option("--register", is_flag=True, help="Record the folder and its sha256 in the shipped registry.")
 @errors
 def train(target: str, out_dir: Path, arch: str | None, steps: int | None, batch: int | None, patch: int | None,
           samples: int | None, seed: int, learning_rate: float | None, bf16: bool | None, threads: int | None,
-          init: str | None, prestep: str | None, model_version: str, restart: bool, register: bool) -> None:
+          init: str | None, prestep: str | None, blurred_inputs: bool, model_version: str, restart: bool,
+          register: bool) -> None:
     """Train a DBMID network (TARGET: classifier, defocus or motion) on synthetic blur of real tissue."""
     from dataclasses import replace
 
@@ -46,7 +50,7 @@ def train(target: str, out_dir: Path, arch: str | None, steps: int | None, batch
 
     given: dict[str, Any] = {"steps": steps, "batch": batch, "patch": patch, "samples": samples,
                              "learning_rate": learning_rate, "bfloat16": bf16, "threads": threads, "init": init,
-                             "prestep": prestep}
+                             "prestep": prestep, "blurred_inputs": blurred_inputs or None}
     settings = replace(TrainSettings(seed=seed), **{k: v for k, v in given.items() if v is not None})
 
     def show(epoch: int, epochs: int, logs: dict[str, float]) -> None:

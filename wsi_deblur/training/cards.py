@@ -91,6 +91,10 @@ def _prestep_line(config: ModelConfig) -> str:
                 f"`{str(source.get('sha256', ''))[:16]}...`): trained on blurred inputs as below, they refine the "
                 "Wiener estimate better than a version trained on it did (see the CHANGELOG). This version is that "
                 "model folder with `prestep` set to `wiener` in `config.json`.")
+    if t.get("data", {}).get("inputs") == "blurred":
+        return (line + " The network was trained on blurred inputs all the same (the paper's training, "
+                "`--blurred-inputs`): so trained, it refines the Wiener estimate better than versions trained on "
+                "that estimate did (see the CHANGELOG).")
     context = t.get("data", {}).get("prestep_context")
     return line + f" Training inputs went through the same step with {context} px of context on each side."
 

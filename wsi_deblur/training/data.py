@@ -65,6 +65,12 @@ KINDS: tuple[str, ...] = ("defocus", "motion")
 #: Defocus of the "defocus" pairs, |z| in DOF at the drawn optics (both signs): a little beyond the
 #: classifier's defocus class (>= 1 DOF) on both ends, so the restorer also sees the band below it.
 RESTORE_Z_DOF = (0.5, 4.5)
+#: Fraction of the blurred "defocus" pairs with defocus past that, |z| log-uniform in :data:`RESTORE_FAR_Z_DOF`
+#: DOF: a fold can lie 10-20 um off focus, and the classifier calls such defocus blurred. Little detail comes back
+#: from there, but a network that has seen it sharpens it less into artefacts (DL_defocus 2.1.0: see the
+#: CHANGELOG).
+RESTORE_FAR_FRACTION = 0.15
+RESTORE_FAR_Z_DOF = (4.5, 15.0)
 #: Motion of the "motion" pairs in pixels (the paper: 5-40 px; a little wider on both ends), drawn
 #: log-uniformly: blur acts on a log scale, and uniform lengths left 5-7 px, where the Wiener estimate the
 #: network refines is already close, to one pair in ten (log-uniform: three in ten).
@@ -134,10 +140,10 @@ def restoration_pairs(
 ) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
     """``n`` blurred inputs and sharp targets, (n, size, size, 3) uint8 each, and each pair's parameters.
 
-    ``kind`` "defocus": defocus |z| in 0.5-4.5 DOF on either side at random optics, with motion <= 2 px in 30%
-    of pairs. "motion": motion 3-45 px (log-uniform) at any angle, with defocus <= 0.5 DOF in 30% of pairs and defocus
-    1-4.5 DOF in another 30% (mixed blur, or defocus with motion <= 2 px in 30% of those, whose target keeps
-    the defocus: see :data:`UNDER_DEFOCUS_FRACTION`).
+    ``kind`` "defocus": defocus |z| in 0.5-4.5 DOF on either side at random optics (15% of pairs 4.5-15 DOF,
+    log-uniform), with motion <= 2 px in 30% of pairs. "motion": motion 3-45 px (log-uniform) at any angle, with
+    defocus <= 0.5 DOF in 30% of pairs and defocus 1-4.5 DOF in another 30% (mixed blur, or defocus with motion
+    <= 2 px in 30% of those, whose target keeps the defocus: see :data:`UNDER_DEFOCUS_FRACTION`).
     Both: camera noise and JPEG 75-98 on the input; 10% of pairs are not blurred (input = target + noise +
     JPEG). The target is otherwise the clean crop. ``n_psfs`` defocus PSFs are drawn and shared (default: one
     per 32 pairs), at optics from :func:`physics.random_optics` or, when given, from ``optics``. Deterministic
@@ -152,9 +158,11 @@ def restoration_pairs(
     finest = _finest_mpp(srcs)
     _check_optics(optics, finest, "restoration_pairs")
     pool: list[_Psf] = []
-    far: list[_Psf] = []  # motion pairs under strong defocus
+    far: list[_Psf] = []  # defocus pairs past RESTORE_Z_DOF; motion pairs under strong defocus
     if kind == "defocus":
         pool = _psf_pool(rng, _pool_size(n, n_psfs), finest, RESTORE_Z_DOF, optics)
+        count = math.ceil(n * (1 - NO_BLUR_FRACTION) * RESTORE_FAR_FRACTION)
+        far = _psf_pool(rng, min(count, _pool_size(count, n_psfs)), finest, RESTORE_FAR_Z_DOF, optics, log=True)
     else:
         residual = math.ceil(n * (1 - NO_BLUR_FRACTION) * RESIDUAL_FRACTION)
         count = min(residual, _pool_size(residual, n_psfs))
@@ -172,7 +180,8 @@ def restoration_pairs(
         if rng.random() < NO_BLUR_FRACTION:
             mpp = _draw_optics(rng, finest, optics).mpp
         elif kind == "defocus":
-            psf = pool[int(rng.integers(len(pool)))]
+            psfs = far if rng.random() < RESTORE_FAR_FRACTION else pool
+            psf = psfs[int(rng.integers(len(psfs)))]
             mpp = psf.optics.mpp
             if rng.random() < RESIDUAL_FRACTION:
                 motion = float(rng.uniform(0.0, RESIDUAL_MOTION_PX))

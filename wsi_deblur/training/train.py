@@ -57,6 +57,9 @@ class TrainSettings:
     threads: int | None = None
     init: str | None = None  # start from this model (registered name or folder) instead of random weights
     prestep: str = ""  # restorers: "wiener" trains the network to refine the classical Wiener step's output
+    #: with ``prestep``: train on the blurred inputs all the same (the paper's training); the step runs before the
+    #: network in use only. DL_defocus trained so refines the Wiener estimate better than trained on it.
+    blurred_inputs: bool = False
 
 
 def default_config(target: str, arch: str | None = None, version: str = "1.0.0") -> ModelConfig:
@@ -171,6 +174,9 @@ def train(
         if target == "classifier":
             raise ValueError("--prestep is for the restorers (defocus, motion), not the classifier")
         config = replace(config, prestep=settings.prestep)
+    elif settings.blurred_inputs:
+        raise ValueError("--blurred-inputs goes with --prestep: without a prestep the inputs are blurred anyway")
+    trained_on = "" if settings.blurred_inputs else settings.prestep
     out = Path(out_dir)
     checkpoint = out / "checkpoint"
     if restart and checkpoint.exists():
@@ -190,7 +196,7 @@ def train(
         metrics = ["accuracy"]
     else:
         blurred, sharp, params = cache.cached_pairs(target, settings.samples, settings.patch, settings.seed,
-                                                    directory=data_dir, prestep=settings.prestep)
+                                                    directory=data_dir, prestep=trained_on)
         pair_mpp = [float(p["mpp"]) for p in params]
         mpp_range = (min(pair_mpp), max(pair_mpp))
         inputs = blurred.astype(np.float32) / 255.0
@@ -251,7 +257,8 @@ def train(
         "data": {"samples": settings.samples, "patch": settings.patch if target != "classifier" else
                  config.input_size, "seed": settings.seed, "split": "train",
                  "sources": [s.name for s in data.sources("train")],
-                 **({"prestep_context": cache.PRESTEP_CONTEXT} if settings.prestep else {})},
+                 **({"prestep_context": cache.PRESTEP_CONTEXT} if trained_on else {}),
+                 **({"inputs": "blurred"} if settings.blurred_inputs else {})},
         "steps": epochs * steps_per_epoch, "batch": settings.batch,
         "optimizer": f"Adam, lr {settings.learning_rate:g} with cosine decay",
         "loss": loss, "dtype_policy": policy, "final": final,
