@@ -1,11 +1,11 @@
 """Defocus beyond the range the networks were trained on, through ``restore_image``.
 
-DL_defocus was trained on defocus of 0.5-4.5 DOF (``training.data.RESTORE_Z_DOF``) and the classifier on 1-6 DOF
-(``CLASSIFY_Z_DOF``). A scanner that misses a fold by 10-20 um is 6-15 DOF out at 40x. This script takes the
-crops of ``wsi-deblur evaluate``'s defocus set at 10x, 20x and 40x (held-out sources, with context for the widest
-blur), blurs them by the physical model at each distance with camera noise and JPEG 85, runs the end-to-end
-policy and prints, per optics and distance, the classes called, the mean SSIM against the sharp crop before and
-after, and how many came back worse than they went in.
+DL_defocus was trained mostly on defocus of 0.5-4.5 DOF (``training.data.RESTORE_Z_DOF``; 15% of its pairs out to 15
+DOF) and the classifier on 1-6 DOF (``CLASSIFY_Z_DOF``). A scanner that misses a fold by 10-20 um is 6-15 DOF out at
+40x. This script takes the crops of ``wsi-deblur evaluate``'s defocus set at 10x, 20x and 40x (held-out sources,
+with context for the widest blur), blurs them by the physical model at each distance with camera noise and JPEG 85,
+runs the end-to-end policy and prints, per optics and distance, the classes called, the mean SSIM against the sharp
+crop before and after, and how many came back worse than they went in.
 
 Usage: ``python benchmarks/far_defocus.py [--crops-per-source N] [--method dbmid|classical] [--routes]``
 (4 crops per source: 216 images, about 2 minutes on 2 cores).
