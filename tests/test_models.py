@@ -108,12 +108,23 @@ def test_training_can_go_on_from_a_trained_model(tmp_path: Path) -> None:
     assert "* Reproduce: `wsi-deblur train defocus --init OLD/` (`OLD/`: the first model)." in card
 
 
+def _without_prestep(folder: Path, out: Path) -> Path:
+    """A copy of the model folder ``folder`` at ``out`` whose config names no prestep (the same weights)."""
+    from dataclasses import replace
+
+    from wsi_deblur.models.config import ModelConfig
+
+    config = ModelConfig.load(folder / "config.json")
+    out.mkdir()
+    replace(config, prestep="").save(out / "config.json")
+    (out / config.weights).write_bytes((folder / config.weights).read_bytes())
+    return out
+
+
 def test_a_restorer_with_a_wiener_prestep_trains_on_and_refines_the_classical_estimate(tmp_path: Path) -> None:
     """``prestep="wiener"``: the training inputs are the classical Wiener step's output on a larger region, cropped;
     the model folder records the prestep, and DBMID runs the step before the network (and widens its halo) when
     the network is the first of its route."""
-    from dataclasses import replace
-
     from wsi_deblur.methods.classical_deconv import _step_reach
     from wsi_deblur.methods.dbmid import DBMIDMethod, prestep
     from wsi_deblur.models.registry import load_folder
@@ -139,10 +150,7 @@ def test_a_restorer_with_a_wiener_prestep_trains_on_and_refines_the_classical_es
     with pytest.raises(ValueError, match="restorers"):
         train("classifier", tmp_path / "clf", settings, data_dir=tmp_path / "data")
 
-    blind = tmp_path / "blind"
-    blind.mkdir()
-    replace(model.config, prestep="").save(blind / "config.json")
-    (blind / model.config.weights).write_bytes((folder / model.config.weights).read_bytes())
+    blind = _without_prestep(folder, tmp_path / "blind")
     with_step = DBMIDMethod(restorers={"defocus": str(blind), "motion": str(folder)}, precision="float32")
     without = DBMIDMethod(restorers={"defocus": str(blind), "motion": str(blind)}, precision="float32")
     rng = np.random.default_rng(0)
@@ -190,10 +198,7 @@ def test_a_restorer_can_run_after_the_wiener_step_yet_train_on_blurred_inputs(tm
     with pytest.raises(ValueError, match="--blurred-inputs goes with --prestep"):
         train("defocus", tmp_path / "plain", replace(settings, prestep=""), data_dir=data_dir)
 
-    blind = tmp_path / "blind"
-    blind.mkdir()
-    replace(model.config, prestep="").save(blind / "config.json")
-    (blind / model.config.weights).write_bytes((folder / model.config.weights).read_bytes())
+    blind = _without_prestep(folder, tmp_path / "blind")
     with_step = DBMIDMethod(restorers={"defocus": str(folder), "motion": str(blind)}, precision="float32")
     without = DBMIDMethod(restorers={"defocus": str(blind), "motion": str(blind)}, precision="float32")
     image = np.random.default_rng(1).integers(0, 256, (96, 96, 3), dtype=np.uint8)
