@@ -174,6 +174,12 @@ def test_single_image_at_the_pixel_size_its_file_states(tmp_path: Path, tiles_di
     assert code == 2 and "--mpp" in stderr and not (tmp_path / "bad.png").exists(), stderr
     code, stdout, _ = _invoke("restore", str(stated), "-o", str(tmp_path / "told.tif"), "--mpp", "0.5")
     assert code == 0 and ": restored ->" in stdout and "0.5 um/px, --mpp" in stdout, stdout
+    # non-square pixels (0.25 um wide, 0.26 um high): restored at the width, written with both
+    Image.fromarray(pixels).save(tmp_path / "tall.png", dpi=dpi(0.25, 0.26))
+    code, stdout, stderr = _invoke("restore", str(tmp_path / "tall.png"), "-o", str(tmp_path / "tall.tif"))
+    assert code == 0 and "in focus, unchanged" in stdout and "0.25 x 0.26 um/px" in stdout, stdout + stderr
+    with Image.open(tmp_path / "tall.tif") as out:
+        assert out.info["dpi"] == pytest.approx(dpi(0.25, 0.26), rel=1e-4)
 
 
 def test_module_entry_point_exit_code(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wsi_deblur.image_files import dpi, pixel_size
+from wsi_deblur.image_files import Stated, dpi, pixel_size, resolution
 
 OME = (
     '<?xml version="1.0" encoding="UTF-8"?>'
@@ -64,7 +64,7 @@ def test_ome_description_in_utf8_wins_over_placeholder_tags(tmp_path: Path) -> N
                      description=OME.format(value=0.5, unit="µm").encode("utf-8"), resolution=(72, 72),
                      resolutionunit="INCH")
     with Image.open(path) as image:
-        assert pixel_size(image) == (0.5, "OME PhysicalSizeX")
+        assert pixel_size(image) == Stated(0.5, "OME PhysicalSizeX")
 
 
 def test_unreadable_resolution_tag_does_not_stop_the_image(tmp_path: Path) -> None:
@@ -81,7 +81,7 @@ def test_unreadable_resolution_tag_does_not_stop_the_image(tmp_path: Path) -> No
     with Image.open(tmp_path / "text.tif") as image:
         assert image.tag_v2.get(282) == "abc" and pixel_size(image) is None
     with Image.open(tmp_path / "text-mpp.tif") as image:
-        assert pixel_size(image) == (0.25, "the TIFF description's MPP")
+        assert pixel_size(image) == Stated(0.25, "the TIFF description's MPP")
 
 
 def test_ome_pixel_size_is_the_first_image_s(tmp_path: Path) -> None:
@@ -97,8 +97,44 @@ def test_ome_pixel_size_is_the_first_image_s(tmp_path: Path) -> None:
 @pytest.mark.parametrize("mpp", [0.25, 0.5])
 def test_jpeg_keeps_a_40x_pixel_size_in_exif(tmp_path: Path, mpp: float) -> None:
     """JFIF's density holds 16 bits (65535 dpi is 0.39 um/px): finer pixel sizes go into EXIF, per centimetre."""
-    from wsi_deblur.image_files import resolution
-
     Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "x.jpg", **resolution(mpp, jpeg=True))
     with Image.open(tmp_path / "x.jpg") as image:
-        assert pixel_size(image) == (mpp, "the JPEG's resolution")
+        assert pixel_size(image) == Stated(mpp, "the JPEG's resolution")
+
+
+OME_XY = (
+    '<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06"><Image ID="Image:0">'
+    '<Pixels ID="Pixels:0" Type="uint8" SizeX="8" SizeY="8" PhysicalSizeX="0.5" PhysicalSizeY="520" '
+    'PhysicalSizeYUnit="nm"/></Image></OME>'
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "where"),
+    [
+        ("a.png", {"dpi": dpi(0.5, 0.52)}, "PNG pHYs"),
+        ("b.jpg", {"dpi": dpi(0.5, 0.52)}, "JPEG"),
+        ("c.tif", {"tiffinfo": {282: 20000.0, 283: 1e4 / 0.52, 296: 3}}, "TIFF resolution"),
+        ("d.ome.tif", {"description": OME_XY}, "OME"),
+    ],
+)
+def test_non_square_pixels_keep_their_height(tmp_path: Path, name: str, options: dict, where: str) -> None:
+    """A file stating pixels 0.5 um wide and 0.52 um high: the width is the pixel size, the height is kept."""
+    path = tmp_path / name
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(path, **options)
+    with Image.open(path) as image:
+        found = pixel_size(image)
+    assert found is not None and where in found.where, found
+    assert found.mpp == pytest.approx(0.5, rel=1e-3) and found.mpp_y == pytest.approx(0.52, rel=1e-3)
+
+
+@pytest.mark.parametrize("name", ["x.png", "x.tif", "x.jpg"])
+def test_written_resolution_round_trips_non_square_pixels(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(path, **resolution(0.5, name.endswith(".jpg"), 0.55))
+    with Image.open(path) as image:
+        found = pixel_size(image)
+    assert found is not None and found.mpp == pytest.approx(0.5) and found.mpp_y == pytest.approx(0.55, rel=1e-4)
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(path, **resolution(0.5, name.endswith(".jpg")))
+    with Image.open(path) as image:
+        assert pixel_size(image) == Stated(0.5, found.where)  # square pixels state no height

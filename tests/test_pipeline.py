@@ -378,3 +378,52 @@ def test_fingerprint_and_provenance_name_the_wiener_step(sample: Path, monkeypat
     assert pipeline._provenance(RunOptions(), 0.5, sample)["wiener"] == ClassicalMethod.version
     monkeypatch.setattr(ClassicalMethod, "version", "0.0.1")
     assert pipeline._fingerprint(sample, RunOptions(), 0.5, "m-1") != before
+
+
+def test_non_square_pixels_are_written_as_recorded(sample: Path, tmp_path: Path) -> None:
+    """A slide whose pixels are 0.5 um wide and 0.526 um high (20000 x 19000 px/cm): the work runs at the width,
+    and every output states both sizes, as does the report (areas are width x height)."""
+    import tifffile
+    from ome_zarr_models import open_ome_zarr
+
+    with openslide.OpenSlide(str(sample)) as s:
+        pixels = np.asarray(s.read_region((0, 0), 0, (1536, 1536)).convert("RGB"))
+    slide = tmp_path / "tall.tif"
+    with tifffile.TiffWriter(slide) as tif:  # two JPEG-tiled levels, as a scanner writes them
+        for factor in (1, 4):
+            level = pixels[::factor, ::factor]
+            tif.write(level, tile=(256, 256), photometric="rgb", compression="jpeg", metadata=None,
+                      resolution=(20000 / factor, 19000 / factor), resolutionunit="CENTIMETER",
+                      subfiletype=0 if factor == 1 else 1)
+    height = 1e4 / 19000
+    options = RunOptions(progress=False, workers=1, method="classical")
+    pyramid = run(slide, [tmp_path / "a.ome.zarr", tmp_path / "a.ome.tif"], options)
+    kept = run(slide, [tmp_path / "b.tif"], options)
+    vips = run(slide, [tmp_path / "c.tif"], RunOptions(progress=False, workers=1, method="classical",
+                                                       compression="deflate"))
+    assert [r.summary["tiff_writer"] for r in (pyramid, kept, vips)] == ["tifffile", "input tiles", "libvips"]
+    for result in (pyramid, kept, vips):
+        assert result.summary["mpp"] == pytest.approx(0.5) and result.summary["mpp_y"] == pytest.approx(height)
+        area = sum(result.summary["class_area_mm2"].values())
+        tiles = result.summary["tiles"]
+        # the 3 x 3 cells of 512 px lie wholly inside the slide: each is 512 x 512 pixels of 0.5 x 0.526 um
+        assert tiles > 0 and area == pytest.approx(tiles * 512 * 512 * 0.5 * height / 1e6, rel=1e-9)
+    assert pyramid.summary["restored_tiles"] > 0
+    for name in ("b.tif", "c.tif"):
+        with openslide.OpenSlide(str(tmp_path / name)) as o:
+            assert float(o.properties["openslide.mpp-x"]) == pytest.approx(0.5, rel=1e-4)
+            assert float(o.properties["openslide.mpp-y"]) == pytest.approx(height, rel=1e-4)
+            assert float(o.properties["openslide.level[1].downsample"]) in (pytest.approx(2.0), pytest.approx(4.0))
+    with tifffile.TiffFile(tmp_path / "a.ome.tif") as tif:
+        ome = tif.ome_metadata or ""
+    assert 'PhysicalSizeX="0.5"' in ome and f'PhysicalSizeY="{height}"' in ome, ome[:400]
+    group = zarr.open_group(str(tmp_path / "a.ome.zarr"), mode="r")
+    open_ome_zarr(group)
+    multiscales = group.attrs.asdict()["multiscales"][0]
+    scales = [d["coordinateTransformations"][0]["scale"] for d in multiscales["datasets"]]
+    assert scales[0] == pytest.approx([1.0, height, 0.5]) and scales[1] == pytest.approx([1.0, 2 * height, 1.0])
+    assert json.loads((pyramid.report_dir / "summary.json").read_text())["mpp_y"] == pytest.approx(height)
+    told = run(slide, [tmp_path / "d.tif"], RunOptions(progress=False, workers=1, method="classical", mpp=0.5))
+    assert "mpp_y" not in told.summary  # --mpp states square pixels
+    with openslide.OpenSlide(str(tmp_path / "d.tif")) as o:
+        assert float(o.properties["openslide.mpp-y"]) == pytest.approx(0.5, rel=1e-4)

@@ -10,7 +10,7 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -18,6 +18,9 @@ from ._types import DEFAULT_MPP, OutputError, UsageError, check_mpp_option
 from ._version import __version__
 from .cli_errors import errors as _errors
 from .cli_models import evaluate, train
+
+if TYPE_CHECKING:
+    from .image_files import Stated
 
 F = TypeVar("F", bound=Callable[..., Any])
 READERS = ("openslide", "tiffslide")
@@ -167,7 +170,7 @@ def info(slide: Path, reader: str, as_json: bool) -> None:
             click.echo(f"{key}: {value}")
 
 
-def _read_image(path: Path) -> tuple[Any, str, tuple[float, str] | None]:
+def _read_image(path: Path) -> tuple[Any, str, Stated | None]:
     """The 8-bit RGB pixels of a single image (transparency composited on white), the mode its restored
     version is written in ("L" for a greyscale image, else "RGB") and the pixel size the file states, with where
     (:func:`.image_files.pixel_size`; None if it states none). Images of more than 8 bits per sample are refused
@@ -199,7 +202,7 @@ def _read_image(path: Path) -> tuple[Any, str, tuple[float, str] | None]:
         raise ValueError(f"{path}: not an image this tool can read ({exc.__class__.__name__})") from None
 
 
-def _image_mpp(option: float | None, stated: tuple[float, str] | None) -> tuple[float, str]:
+def _image_mpp(option: float | None, stated: Stated | None) -> tuple[float, str]:
     """The pixel size to classify and restore a single image at, and where it came from in words: ``--mpp``,
     else what the file states, else :data:`DEFAULT_MPP` ("assumed")."""
     if option is not None:
@@ -290,15 +293,17 @@ def restore(image: Path, output: Path, mpp: float | None, method: str, precision
     tmp = output.with_name(output.name + ".partial" + output.suffix)
     jpeg = output.suffix.lower() in (".jpg", ".jpeg")
     options: dict[str, Any] = {"quality": 95} if jpeg else {}
+    height = stated.mpp_y if stated is not None and mpp is None else None  # --mpp states square pixels
     if where != "assumed":
-        options.update(resolution(used, jpeg))  # the output states the pixel size it was restored at
+        options.update(resolution(used, jpeg, height))  # the output states the pixel size the input did
     try:
         Image.fromarray(result).convert(mode).save(tmp, **options)
         tmp.replace(output)
     finally:
         tmp.unlink(missing_ok=True)
     changed = bool((result != pixels).any())
-    click.echo(f"{image}: {'restored' if changed else 'in focus, unchanged'} -> {output}  [{used:g} um/px, {where}]")
+    size = f"{used:g}" if height is None else f"{used:g} x {height:g}"
+    click.echo(f"{image}: {'restored' if changed else 'in focus, unchanged'} -> {output}  [{size} um/px, {where}]")
 
 
 @main.command()

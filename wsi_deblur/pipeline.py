@@ -134,9 +134,10 @@ def _replace(tmp: Path, out: Path) -> None:
 def export_outputs(
     client: Client, outputs: list[tuple[Path, str]], work: WorkFolder, layout: omezarr.PyramidLayout,
     options: RunOptions, mpp: float, provenance: dict[str, Any], associated: dict[str, np.ndarray],
-    progress: Progress,
+    progress: Progress, mpp_y: float | None = None,
 ) -> None:
-    """Write every requested output from the working pyramid, then move each into place."""
+    """Write every requested output from the working pyramid, then move each into place (``mpp_y``: the pixel
+    height where pixels are not square)."""
     software = f"wsi-deblur {__version__}"
     description = (
         f"wsi-deblur {__version__}; method {provenance['method']} {provenance['method_version']}"
@@ -151,7 +152,7 @@ def export_outputs(
             write_pyramidal_tiff, str(work.zarr_path), str(tmp), layout, mpp,
             ome=(kind == "ome-tiff"), compression=options.compression, quality=options.quality,
             description=description, software=software,
-            associated=associated if (kind == "tiff" and associated) else None,
+            associated=associated if (kind == "tiff" and associated) else None, mpp_y=mpp_y,
             pure=False, retries=1,
         )
         pending.append((out, tmp, future))
@@ -176,7 +177,7 @@ def export_outputs(
 def export_from_slide(
     outputs: list[tuple[Path, str]], work: WorkFolder, source: SlideSource, slide: Path, options: RunOptions,
     mpp: float, provenance: dict[str, Any], associated: dict[str, np.ndarray], progress: Progress,
-    levels: list[passtiff.JpegTiling] | None = None,
+    levels: list[passtiff.JpegTiling] | None = None, mpp_y: float | None = None,
 ) -> None:
     """Write every (plain TIFF) output from the input slide and the restored blocks, in this process, then move
     each into place: with ``levels`` (:func:`.writers.passtiff.layout`), the input's JPEG tiles that no restored
@@ -189,12 +190,12 @@ def export_from_slide(
         if levels:
             passtiff.write_tiff_passthrough(
                 slide, tmp, source.dimensions, options.block, restored, mpp, levels, quality=options.quality,
-                description=description, associated=associated or None,
+                description=description, associated=associated or None, mpp_y=mpp_y,
             )
         else:
             vipstiff.write_tiff_from_slide(
                 slide, tmp, source.dimensions, options.block, restored, mpp, compression=options.compression,
-                quality=options.quality, description=description, associated=associated or None,
+                quality=options.quality, description=description, associated=associated or None, mpp_y=mpp_y,
             )
         _replace(tmp, out)
         progress.advance(task)
@@ -231,7 +232,7 @@ def _fingerprint(slide: Path, options: RunOptions, mpp: float, method_version: s
     }
 
 
-def _provenance(options: RunOptions, mpp: float, slide: Path) -> dict[str, Any]:
+def _provenance(options: RunOptions, mpp: float, slide: Path, mpp_y: float | None = None) -> dict[str, Any]:
     version, models = method_info(options.method)
     return {
         "software": f"wsi-deblur {__version__}",
@@ -242,6 +243,7 @@ def _provenance(options: RunOptions, mpp: float, slide: Path) -> dict[str, Any]:
         "precision": options.precision,
         "source": slide.name,
         "mpp": mpp,
+        **({"mpp_y": mpp_y} if mpp_y is not None else {}),
     }
 
 
@@ -270,7 +272,7 @@ def run(
         associated = {}
         if options.keep_associated:
             associated = {n: source.read_associated(n) for n in source.associated_names}
-        provenance = _provenance(options, mpp, slide_path)
+        provenance = _provenance(options, mpp, slide_path, source.mpp_y)
         # plain TIFFs only, from a slide libvips decodes as the run's reader does: no working pyramid
         from_slide = _from_slide(checked, source, slide_path, options.compression)
         # JPEG TIFFs from a JPEG-tiled pyramid: the input's tiles no restored block reaches are copied as they are
@@ -296,13 +298,14 @@ def run(
             t = time.perf_counter()
             if from_slide:
                 export_from_slide(checked, work, source, slide_path, options, mpp, provenance, associated, progress,
-                                  levels)
+                                  levels, mpp_y=source.mpp_y)
             else:
                 build_pyramid(client, work, layout, progress)
-                ngff_metadata.finalize(work.zarr_path, layout, mpp, slide_path.stem, provenance)
+                ngff_metadata.finalize(work.zarr_path, layout, mpp, slide_path.stem, provenance, source.mpp_y)
                 timings["pyramid_s"] = time.perf_counter() - t
                 t = time.perf_counter()
-                export_outputs(client, checked, work, layout, options, mpp, provenance, associated, progress)
+                export_outputs(client, checked, work, layout, options, mpp, provenance, associated, progress,
+                               mpp_y=source.mpp_y)
             timings["export_s"] = time.perf_counter() - t
         report_dir = options.report_dir or default_report_dir(out_paths[0])
         timings["seconds"] = time.perf_counter() - started
@@ -330,7 +333,7 @@ def qc(
                 dask_client(options.scheduler, options.workers, options.gpus) as client:
             blurmap = classify_slide(client, source, key, options, mpp, progress)
         target = Path(report_dir) if report_dir else Path.cwd() / (slide_path.stem + ".report")
-        provenance = _provenance(options, mpp, slide_path)
+        provenance = _provenance(options, mpp, slide_path, source.mpp_y)
         summary = _report(target, blurmap, source, slide_path, mpp, provenance,
                           {"seconds": time.perf_counter() - started}, [])
     return RunResult(outputs=[], report_dir=target, summary=summary, blurmap=blurmap)
@@ -342,7 +345,8 @@ def _report(
 ) -> dict[str, Any]:
     extra: dict[str, Any] = {**provenance, **{k: round(v, 3) for k, v in timings.items()}, "outputs": list(outputs)}
     extra["slide_path"] = str(slide.resolve())
-    write_report(directory, blurmap, source.thumbnail(1024), slide_name=slide.name, mpp=mpp, extra=extra)
+    write_report(directory, blurmap, source.thumbnail(1024), slide_name=slide.name, mpp=mpp, extra=extra,
+                 mpp_y=source.mpp_y)
     from .report import read_summary
 
     return read_summary(directory)

@@ -66,6 +66,7 @@ def write_report(
     slide_name: str,
     mpp: float | None,
     extra: dict[str, object] | None = None,
+    mpp_y: float | None = None,
 ) -> dict[str, Path]:
     """Write the QC report (``blurmap.png``, ``summary.json``, ``tiles.csv``) into ``directory``.
 
@@ -73,14 +74,18 @@ def write_report(
     place; ``summary.json`` comes last, so its presence means the report is complete. ``extra`` entries
     (seconds, method, model versions, outputs, software version...) are added to the summary after
     :func:`summarize`'s figures; numpy values, paths and dates are converted, NaN becomes null.
+    ``mpp_y`` is the pixel height where pixels are not square (default ``mpp``; written to the summary when given).
     Returns the paths by key ``png``, ``summary`` and ``csv``. Raises ``ValueError`` for a bad thumbnail, mpp
     or extra value and ``OSError`` naming the path when the folder or a file cannot be written.
     """
     directory = Path(directory)
     mpp = checked_mpp(mpp)
-    summary: dict[str, object] = {"slide": slide_name, "mpp": mpp, **summarize(blurmap, mpp), **(extra or {})}
+    summary: dict[str, object] = {"slide": slide_name, "mpp": mpp}
+    if mpp_y is not None:
+        summary["mpp_y"] = checked_mpp(mpp_y)
+    summary.update({**summarize(blurmap, mpp, mpp_y), **(extra or {})})
     summary_bytes = (json.dumps(_json_safe(summary, "summary"), indent=2, allow_nan=False) + "\n").encode()
-    rendered = render_blurmap(blurmap, thumbnail, slide_name=slide_name, mpp=mpp)
+    rendered = render_blurmap(blurmap, thumbnail, slide_name=slide_name, mpp=mpp, mpp_y=mpp_y)
     png = io.BytesIO()
     info = PngImagePlugin.PngInfo()
     info.add_text("Title", f"Blur map of {slide_name}")

@@ -68,7 +68,8 @@ class RenderedMap(NamedTuple):
 
 
 def render_blurmap(
-    blurmap: BlurMap, thumbnail: np.ndarray, *, slide_name: str, mpp: float | None = None
+    blurmap: BlurMap, thumbnail: np.ndarray, *, slide_name: str, mpp: float | None = None,
+    mpp_y: float | None = None,
 ) -> RenderedMap:
     """Draw the blur map over a thumbnail of the slide: title line, tinted map, legend.
 
@@ -79,7 +80,7 @@ def render_blurmap(
     mpp = checked_mpp(mpp)
     rgb = _as_rgb(thumbnail)
     _check_aspect(blurmap, rgb.shape[1], rgb.shape[0])
-    summary = summarize(blurmap, mpp)
+    summary = summarize(blurmap, mpp, mpp_y)
     if rgb.shape[1] < MIN_MAP_WIDTH:
         map_w = MIN_MAP_WIDTH
         map_h = max(1, round(rgb.shape[0] * MIN_MAP_WIDTH / rgb.shape[1]))
@@ -95,7 +96,7 @@ def render_blurmap(
     title_font, title_unicode = _font(round(size * 1.3), bold=True)
     body_font, body_unicode = _font(size)
     title = _fit(slide_name, title_font, title_unicode, map_w)
-    details = _wrap(_details(summary, mpp), body_font, body_unicode, map_w, separator="  ·  ")
+    details = _wrap(_details(summary, mpp, mpp_y), body_font, body_unicode, map_w, separator="  ·  ")
     title_h = _line_height(title_font)
     body_h = _line_height(body_font)
     swatch = round(size * 1.15)
@@ -302,12 +303,13 @@ def _area(mm2: float) -> str:
     return f"{mm2:.3f} mm²"
 
 
-def _details(summary: Mapping[str, object], mpp: float | None) -> list[str]:
+def _details(summary: Mapping[str, object], mpp: float | None, mpp_y: float | None = None) -> list[str]:
     """The parts of the line under the title: tiles, restored tiles, slide size."""
+    pixel = "" if not mpp else f" at {mpp:.3g} µm/px" if mpp_y is None else f" at {mpp:.3g} × {mpp_y:.3g} µm/px"
     return [
         f"{summary['tiles']} tissue tiles of {summary['tile_size']} px",
         f"{summary['restored_tiles']} restored ({_percent(summary['restored_fraction'])} of tissue area)",
-        f"{summary['width']} × {summary['height']} px" + (f" at {mpp:.3g} µm/px" if mpp else ""),
+        f"{summary['width']} × {summary['height']} px{pixel}",
     ]
 
 

@@ -91,6 +91,7 @@ class SlideSource:
     level_downsamples: tuple[float, ...]
     dimensions: tuple[int, int]
     mpp: float | None
+    mpp_y: float | None
     slide_mpp: float | None
     objective_power: float | None
     vendor: str | None
@@ -141,6 +142,8 @@ class SlideSource:
             self.properties["wsi_deblur.mpp-y"] = repr(mpp_y)
         self.slide_mpp = mpp_x
         self.mpp = mpp if mpp is not None else mpp_x
+        # the pixel height where the slide records non-square pixels (an --mpp override states square ones)
+        self.mpp_y = mpp_y if mpp is None and "wsi_deblur.mpp-y" in self.properties else None
 
     # -- backend hooks ---------------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from ._types import LABELS
 from .blurmap import ACTIONS, BlurMap
 
 
-def summarize(blurmap: BlurMap, mpp: float | None) -> dict[str, object]:
+def summarize(blurmap: BlurMap, mpp: float | None, mpp_y: float | None = None) -> dict[str, object]:
     """Slide-level figures of a blur map, JSON-ready (NaN where a fraction of nothing is asked for).
 
     Areas are those of the cells clipped to the slide, so the narrower edge tiles weigh less. A *tile* here
@@ -20,13 +20,15 @@ def summarize(blurmap: BlurMap, mpp: float | None) -> dict[str, object]:
     - ``tiles``, ``unclassified_tiles``, ``tile_size``, ``width``, ``height`` (level-0 pixels);
     - ``tissue_fraction``: tissue area / slide area covered by the grid;
     - ``class_tiles``: tiles per class; ``class_fraction``: share of the classified tissue area per class
-      (sums to 1); ``class_area_mm2``: the same in mm² (None when ``mpp`` is unknown);
+      (sums to 1); ``class_area_mm2``: the same in mm² (None when ``mpp`` is unknown; pixels are ``mpp`` wide
+      and ``mpp_y`` high, default ``mpp``);
     - ``tissue_area_mm2`` (None when ``mpp`` is unknown);
     - ``restored_tiles``: tiles whose action restores; ``restored_fraction``: their share of the classified
       tissue area;
     - ``actions``: tiles per action name (:data:`~wsi_deblur.blurmap.ACTIONS`).
     """
     mpp = checked_mpp(mpp)
+    height_um = mpp if mpp_y is None else checked_mpp(mpp_y)
     areas = cell_areas(blurmap)
     tissue = np.asarray(blurmap.tissue, dtype=bool)
     classified = tissue & (blurmap.labels >= 0)
@@ -42,7 +44,7 @@ def summarize(blurmap: BlurMap, mpp: float | None) -> dict[str, object]:
 
     def mm2(area_px: float) -> float | None:
         # mpp is micrometres per pixel; 1 mm² = 1e6 µm²
-        return None if mpp is None else area_px * mpp**2 / 1e6
+        return None if mpp is None or height_um is None else area_px * mpp * height_um / 1e6
 
     class_area = {name: float(tile_areas[labels == i].sum()) for i, name in enumerate(LABELS)}
     restored = actions > 0

@@ -31,17 +31,21 @@ _LABEL_COLORS: dict[int, tuple[int, int, int, int]] = {
 
 
 def finalize(
-    path: str | Path, layout: PyramidLayout, mpp: float, name: str, provenance: dict[str, object]
+    path: str | Path, layout: PyramidLayout, mpp: float, name: str, provenance: dict[str, object],
+    mpp_y: float | None = None,
 ) -> None:
     """Write the OME-NGFF metadata: multiscales, omero rendering, labels, image-label and provenance.
 
-    Scales are ``[1, mpp * 2**level, mpp * 2**level]`` in micrometres; ``provenance`` (any JSON-serialisable
+    Scales are ``[1, mpp_y * 2**level, mpp * 2**level]`` in micrometres (``mpp_y``, the pixel height where pixels
+    are not square, defaults to ``mpp``); ``provenance`` (any JSON-serialisable
     dict: software version, method, model versions) is stored as given under ``"wsi_deblur"`` in the image
     group's attributes. Running it again rewrites the same metadata.
     """
     path = Path(path)
-    if not (mpp > 0 and math.isfinite(mpp)):
-        raise ValueError(f"{path}: pixel size must be a positive number of micrometres, got {mpp}")
+    height_um = mpp if mpp_y is None else mpp_y
+    for size in (mpp, height_um):
+        if not (size > 0 and math.isfinite(size)):
+            raise ValueError(f"{path}: pixel size must be a positive number of micrometres, got {size}")
     try:
         provenance_json = json.loads(json.dumps(provenance))
     except (TypeError, ValueError) as err:
@@ -64,7 +68,7 @@ def finalize(
     datasets = [
         {
             "path": str(level),
-            "coordinateTransformations": [{"type": "scale", "scale": [1.0, mpp * 2**level, mpp * 2**level]}],
+            "coordinateTransformations": [{"type": "scale", "scale": [1.0, height_um * 2**level, mpp * 2**level]}],
         }
         for level in range(layout.levels)
     ]

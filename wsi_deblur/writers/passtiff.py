@@ -245,29 +245,32 @@ def write_tiff_passthrough(
     quality: int = 90,
     description: str | None = None,
     associated: dict[str, np.ndarray] | None = None,
+    mpp_y: float | None = None,
 ) -> int:
     """Write the slide with ``restored`` blocks in place (see :func:`.vipstiff.write_tiff_from_slide` for
     ``restored``) as a tiled pyramidal JPEG BigTIFF with the input's levels, whose tiles no restored block reaches
     are the input's bytes.
 
-    ``levels`` comes from :func:`layout`. Returns the number of tiles encoded (all levels). ``out_path`` is
+    ``levels`` comes from :func:`layout`; ``mpp_y`` is the pixel height where pixels are not square (default:
+    ``mpp``). Returns the number of tiles encoded (all levels). ``out_path`` is
     written directly; a failed write leaves it partial.
     """
     out_path = Path(out_path)
-    check_tiff_options(out_path, "jpeg", quality, levels[0].tile[1], mpp)
+    check_tiff_options(out_path, "jpeg", quality, levels[0].tile[1], mpp, mpp_y)
     width, height = dimensions
     if levels[0].shape != (height, width):
         raise ValueError(f"{slide}: level 0 is {levels[0].shape[1]} x {levels[0].shape[0]}, not {width} x {height}")
     composed = level0_with_restored(slide, dimensions, block, restored)
     counts = {"encoded": 0}
     blocks = _RestoredBlocks(restored, block, width, height)
-    per_cm = _UM_PER_MM * 10.0 / mpp
+    per_cm_x = _UM_PER_MM * 10.0 / mpp
+    per_cm_y = _UM_PER_MM * 10.0 / (mpp if mpp_y is None else mpp_y)
     with tifffile.TiffFile(os.fspath(slide)) as src, tifffile.TiffWriter(out_path, bigtiff=True) as out:
         for level in levels:
             f = level.downsample
             out.write(
                 _segments(src, level, composed, blocks, quality, counts),
-                resolution=(per_cm * level.shape[1] / width, per_cm * level.shape[0] / height),
+                resolution=(per_cm_x * level.shape[1] / width, per_cm_y * level.shape[0] / height),
                 resolutionunit="CENTIMETER", subfiletype=0 if f == 1 else 1, metadata=None,
                 description=description if f == 1 else None, **level.tile_options(),
             )

@@ -91,8 +91,11 @@ class _LevelTiles:
                 yield pixels
 
 
-def check_tiff_options(out_path: Path, compression: str, quality: int, tile: int, mpp: float) -> None:
-    """Refuse a compression, JPEG quality, tile side or pixel size no TIFF writer here can write."""
+def check_tiff_options(
+    out_path: Path, compression: str, quality: int, tile: int, mpp: float, mpp_y: float | None = None
+) -> None:
+    """Refuse a compression, JPEG quality, tile side or pixel size (width ``mpp``, height ``mpp_y``) no TIFF
+    writer here can write."""
     if compression not in TIFF_COMPRESSIONS:
         raise ValueError(
             f"{out_path}: compression {compression!r} is not one of {', '.join(TIFF_COMPRESSIONS)}"
@@ -101,8 +104,9 @@ def check_tiff_options(out_path: Path, compression: str, quality: int, tile: int
         raise ValueError(f"{out_path}: JPEG quality must be 1 to 100, got {quality}")
     if tile < TILE_MULTIPLE or tile % TILE_MULTIPLE:
         raise ValueError(f"{out_path}: tile side must be a positive multiple of {TILE_MULTIPLE}, got {tile}")
-    if not (mpp > 0 and math.isfinite(mpp)):
-        raise ValueError(f"{out_path}: pixel size must be a positive number of micrometres, got {mpp}")
+    for size in (mpp,) if mpp_y is None else (mpp, mpp_y):
+        if not (size > 0 and math.isfinite(size)):
+            raise ValueError(f"{out_path}: pixel size must be a positive number of micrometres, got {size}")
 
 
 def compression_options(compression: str, quality: int) -> dict[str, Any]:
@@ -133,6 +137,7 @@ def write_pyramidal_tiff(
     associated: dict[str, np.ndarray] | None = None,
     progress: Callable[[int], None] | None = None,
     threads: int | None = None,
+    mpp_y: float | None = None,
 ) -> None:
     """Write every level of the OME-Zarr image at ``zarr_path`` as a tiled pyramidal TIFF at ``out_path``.
 
@@ -141,11 +146,13 @@ def write_pyramidal_tiff(
     ImageDescription of level 0 in a plain TIFF and the image's Description in the OME-XML. ``associated``
     (name -> (h, w, 3) uint8 RGB) is appended to a plain TIFF only. ``progress(n)`` is called with the number
     of tiles written since its last call. ``threads`` compress tiles concurrently (default: every core this
-    process may use; the export runs when the rest of the work is done). ``out_path`` is written directly; a
+    process may use; the export runs when the rest of the work is done). ``mpp`` is the pixel width at level 0
+    (um) and ``mpp_y`` its height where pixels are not square (default: ``mpp``). ``out_path`` is written directly; a
     failed write leaves it partial.
     """
     out_path = Path(out_path)
-    check_tiff_options(out_path, compression, quality, tile, mpp)
+    check_tiff_options(out_path, compression, quality, tile, mpp, mpp_y)
+    height_um = mpp if mpp_y is None else mpp_y
     if associated and ome:
         raise ValueError(f"{out_path}: associated images are written to plain TIFFs only, not to OME-TIFF")
     for name, image in (associated or {}).items():
@@ -167,7 +174,7 @@ def write_pyramidal_tiff(
     with tifffile.TiffWriter(out_path, bigtiff=True, ome=ome) as tif:
         for level in range(layout.levels):
             height, width = layout.level_shape(level)
-            pixels_per_cm = UM_PER_CM / (mpp * 2**level)
+            per_cm = (UM_PER_CM / (mpp * 2**level), UM_PER_CM / (height_um * 2**level))
             extra: dict[str, Any] = {}
             if level == 0 and ome:
                 extra["subifds"] = layout.levels - 1
@@ -175,7 +182,7 @@ def write_pyramidal_tiff(
                     "axes": "YXS",
                     "PhysicalSizeX": mpp,
                     "PhysicalSizeXUnit": "µm",
-                    "PhysicalSizeY": mpp,
+                    "PhysicalSizeY": height_um,
                     "PhysicalSizeYUnit": "µm",
                     "SignificantBits": 8,
                     **({"Description": description} if description else {}),
@@ -190,7 +197,7 @@ def write_pyramidal_tiff(
             tif.write(
                 iter(tiles),
                 shape=(height, width, 3),
-                resolution=(pixels_per_cm, pixels_per_cm),
+                resolution=per_cm,
                 **common,
                 **extra,
             )

@@ -189,20 +189,23 @@ def write_tiff_from_slide(
     tile: int = 512,
     description: str | None = None,
     associated: dict[str, np.ndarray] | None = None,
+    mpp_y: float | None = None,
 ) -> None:
     """Write the slide's level 0, with ``restored`` blocks in place, as a tiled pyramidal BigTIFF.
 
     ``restored`` maps a block's (y, x) on the ``block`` grid to its raster (:func:`write_raster`), which must be
     the block's size clipped at the slide's edges. Every other block is the input's pixels. ``description``
     becomes level 0's ImageDescription; ``associated`` (name -> (h, w, 3) uint8) follows the levels as untiled
-    images named by their ImageDescription, as in :func:`.tiff.write_pyramidal_tiff`. ``out_path`` is written
-    directly; a failed write leaves it partial.
+    images named by their ImageDescription, as in :func:`.tiff.write_pyramidal_tiff`. ``mpp_y`` is the pixel
+    height where pixels are not square (default: ``mpp``). ``out_path`` is written directly; a failed write
+    leaves it partial.
     """
     out_path = Path(out_path)
-    check_tiff_options(out_path, compression, quality, tile, mpp)
+    check_tiff_options(out_path, compression, quality, tile, mpp, mpp_y)
     image = level0_with_restored(slide, dimensions, block, restored)
     # a fresh header: only the pixels' description and the run's own metadata
-    image = image.copy(interpretation="srgb", xres=_UM_PER_MM / mpp, yres=_UM_PER_MM / mpp)
+    height_um = mpp if mpp_y is None else mpp_y
+    image = image.copy(interpretation="srgb", xres=_UM_PER_MM / mpp, yres=_UM_PER_MM / height_um)
     for name in image.get_fields():
         if name not in _PIXEL_FIELDS:
             image.remove(name)
