@@ -128,13 +128,16 @@ def test_non_square_pixels_keep_their_height(tmp_path: Path, name: str, options:
     assert found.mpp == pytest.approx(0.5, rel=1e-3) and found.mpp_y == pytest.approx(0.52, rel=1e-3)
 
 
-@pytest.mark.parametrize("name", ["x.png", "x.tif", "x.jpg"])
-def test_written_resolution_round_trips_non_square_pixels(tmp_path: Path, name: str) -> None:
+@pytest.mark.parametrize(("name", "mpp"), [("x.png", 0.5), ("x.tif", 0.5), ("x.jpg", 0.5), ("x.jpg", 0.25)])
+def test_written_resolution_round_trips_non_square_pixels(tmp_path: Path, name: str, mpp: float) -> None:
+    """Including a 40x JPEG, whose resolution goes into EXIF (see the test above)."""
     path = tmp_path / name
-    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(path, **resolution(0.5, name.endswith(".jpg"), 0.55))
+    jpeg = name.endswith(".jpg")
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(path, **resolution(mpp, jpeg, mpp * 1.1))
     with Image.open(path) as image:
         found = pixel_size(image)
-    assert found is not None and found.mpp == pytest.approx(0.5) and found.mpp_y == pytest.approx(0.55, rel=1e-4)
-    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(path, **resolution(0.5, name.endswith(".jpg")))
+    assert found is not None and found.mpp == pytest.approx(mpp)
+    assert found.mpp_y == pytest.approx(mpp * 1.1, rel=1e-4)
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(path, **resolution(mpp, jpeg))
     with Image.open(path) as image:
-        assert pixel_size(image) == Stated(0.5, found.where)  # square pixels state no height
+        assert pixel_size(image) == Stated(mpp, found.where)  # square pixels state no height

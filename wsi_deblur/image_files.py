@@ -139,5 +139,16 @@ def _from_dpi(image: Any) -> tuple[float, str, float | None] | None:
     if getattr(image, "tag_v2", None) is not None:
         return None  # a TIFF's resolution is read from its tags, with their unit
     x, y = (float(v) for v in image.info["dpi"][:2]) if "dpi" in image.info else (0.0, 0.0)
+    if image.format == "JPEG" and not image.info.get("jfif_unit") and x > 0:
+        y = _exif_y_dpi(image, x)  # Pillow reads a JPEG's EXIF resolution as its x value on both axes
     kind = "PNG pHYs" if image.format == "PNG" else f"the {image.format or 'file'}'s resolution"
     return (_UM_PER_INCH / x, kind, _UM_PER_INCH / y if y > 0 else None) if x > 0 else None
+
+
+def _exif_y_dpi(image: Any, x: float) -> float:
+    """The vertical resolution (dpi) of a JPEG's EXIF, or ``x`` where it states none."""
+    exif = image.getexif()
+    if _EXIF_YRES not in exif:
+        return x
+    per_inch = 2.54 if exif.get(_EXIF_UNIT) == 3 else 1.0
+    return float(exif[_EXIF_YRES]) * per_inch
